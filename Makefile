@@ -1,0 +1,24 @@
+# `make demo` and `make test` create .venv on first use; re-running them does not reinstall unless
+# requirements/, setup.cfg, pyproject.toml or tools/install.sh changed.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= output/demo
+
+.PHONY: install test demo clean-cache
+
+install: $(STAMP)
+
+$(STAMP): requirements/base.txt requirements/constraints.txt requirements/detectron2.txt requirements/data.txt setup.cfg pyproject.toml tools/install.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/install.sh
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) tools/demo.py --output-dir $(DEMO_DIR)
+
+clean-cache:
+	rm -rf datasets/generated

@@ -1,0 +1,44 @@
+"""NEON tree-crown tiles (400x400; train: 42 tiles / 574 crowns, val: 12 tiles / 279 crowns)."""
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.data import (
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+from omegaconf import OmegaConf
+
+from detkit.data.mapper import DatasetMapper
+from detkit.evaluation import build_coco_evaluator
+
+dataloader = OmegaConf.create()
+
+dataloader.train = L(build_detection_train_loader)(
+    dataset=L(get_detection_dataset_dicts)(names="treecrowns_train"),
+    mapper=L(DatasetMapper)(
+        is_train=True,
+        # Nadir imagery: any flip is a valid view of the same forest.
+        augmentations=[
+            L(T.RandomFlip)(horizontal=True, vertical=False),
+            L(T.RandomFlip)(horizontal=False, vertical=True),
+        ],
+        image_format="RGB",
+        use_instance_mask=False,
+    ),
+    total_batch_size=4,
+    num_workers=2,
+)
+
+dataloader.test = L(build_detection_test_loader)(
+    dataset=L(get_detection_dataset_dicts)(names="treecrowns_val", filter_empty=False),
+    mapper=L(DatasetMapper)(
+        is_train=False, augmentations=[], image_format="${...train.mapper.image_format}"
+    ),
+    num_workers=2,
+)
+
+dataloader.evaluator = L(build_coco_evaluator)(
+    dataset_name="${..test.dataset.names}",
+    output_dir="${train.output_dir}/inference",
+    max_dets_per_image=100,
+)

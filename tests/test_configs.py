@@ -1,0 +1,81 @@
+import glob
+import os
+
+import pytest
+from detectron2.config import LazyConfig, instantiate
+from detectron2.model_zoo import get_config
+from omegaconf import OmegaConf
+
+from detkit.engine import apply_overrides_strict, warmup_multistep
+
+from conftest import REPO_ROOT
+
+CONFIGS = sorted(
+    os.path.relpath(p, REPO_ROOT)
+    for p in glob.glob(os.path.join(REPO_ROOT, "configs", "*", "*.py"))
+    if "/common/" not in p
+)
+
+
+def test_all_configs_are_found():
+    assert "configs/TreeCrowns/retinanet_mnv2_fpn.py" in CONFIGS
+    assert "configs/COCO-Detection/faster_rcnn_R_50_FPN_1x.py" in CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_loads_and_builds_a_model(path):
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, path))
+    for key in ("model", "dataloader", "optimizer", "lr_multiplier", "train"):
+        assert key in cfg, f"{path} has no {key}"
+    model = instantiate(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    # the config survives Detectron2's save/load round trip (what default_setup writes)
+    out = os.path.join(os.environ["DETKIT_CACHE"], "cfg-" + os.path.basename(path) + ".yaml")
+    LazyConfig.save(cfg, out)
+    assert os.path.getsize(out) > 0
+
+
+def test_coco_baselines_match_upstream_model_zoo():
+    ours = LazyConfig.load(os.path.join(REPO_ROOT, "configs/COCO-Detection/retinanet_R_50_FPN_1x.py"))
+    upstream = get_config("COCO-Detection/retinanet_R_50_FPN_1x.py")
+    assert OmegaConf.to_yaml(ours.model) == OmegaConf.to_yaml(upstream.model)
+    assert OmegaConf.to_yaml(ours.dataloader) == OmegaConf.to_yaml(upstream.dataloader)
+    faster = LazyConfig.load(os.path.join(REPO_ROOT, "configs/COCO-Detection/faster_rcnn_R_50_FPN_1x.py"))
+    assert faster.model.roi_heads.mask_head is None
+    assert faster.dataloader.train.mapper.use_instance_mask is False
+
+
+def test_strict_overrides_accept_existing_keys_and_explain_typos():
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/TreeCrowns/retinanet_mnv2_fpn.py"))
+    cfg = apply_overrides_strict(cfg, ["train.max_iter=7", "model.num_classes=2", "+train.note=hi"])
+    assert cfg.train.max_iter == 7 and cfg.model.num_classes == 2 and cfg.train.note == "hi"
+    with pytest.raises(KeyError, match=r"train\.max_iters.*Did you mean train\.max_iter"):
+        apply_overrides_strict(cfg, ["train.max_iters=10"])
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides_strict(cfg, ["train.max_iter"])
+
+
+def test_schedule_follows_max_iter_override():
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/TreeCrowns/retinanet_mnv2_fpn.py"))
+    cfg = apply_overrides_strict(cfg, ["train.max_iter=1000"])
+    sched = instantiate(cfg.lr_multiplier)
+    # 100 warmup iterations (linear from 0.001), x0.1 at 80 % of max_iter
+    assert sched(0.0) == pytest.approx(0.001)
+    assert sched(50 / 1000) == pytest.approx(0.001 + 0.5 * 0.999)
+    assert sched(0.5) == pytest.approx(1.0)
+    assert sched(0.85) == pytest.approx(0.1)
+
+
+def test_warmup_multistep_values():
+    s = warmup_multistep(max_iter=100, steps=(0.5, 0.75), warmup_iters=10, warmup_factor=0.1)
+    assert [pytest.approx(s(i / 100)) for i in (0, 5, 10, 49, 50, 75, 99)] == [
+        0.1, 0.55, 1.0, 1.0, 0.1, 0.01, 0.01
+    ]
+
+
+def test_evaluator_interpolates_output_dir():
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/TreeCrowns/retinanet_mnv2_fpn.py"))
+    cfg = apply_overrides_strict(cfg, ["train.output_dir=/tmp/somewhere"])
+    assert cfg.dataloader.evaluator.output_dir == "/tmp/somewhere/inference"
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    assert evaluator._output_dir == "/tmp/somewhere/inference"
