@@ -35,7 +35,7 @@ from detkit.engine import apply_overrides_strict, save_eval_results, select_devi
 logger = logging.getLogger("detectron2")
 
 
-def do_test(cfg, model, iteration=None):
+def do_test(cfg, model, iterations_trained=None):
     if "evaluator" not in cfg.dataloader:
         return {}
     results = inference_on_dataset(
@@ -43,7 +43,7 @@ def do_test(cfg, model, iteration=None):
     )
     if comm.is_main_process():
         print_csv_format(results)
-        path = save_eval_results(results, cfg.train.output_dir, iteration)
+        path = save_eval_results(results, cfg.train.output_dir, iterations_trained)
         logger.info(f"Evaluation results written to {path}")
     return results
 
@@ -77,7 +77,7 @@ def do_train(args, cfg, device):
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
             if comm.is_main_process()
             else None,
-            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model, trainer.iter)),
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model, min(trainer.iter + 1, trainer.max_iter))),
             hooks.PeriodicWriter(
                 default_writers(cfg.train.output_dir, cfg.train.max_iter),
                 period=cfg.train.log_period,

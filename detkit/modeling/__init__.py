@@ -1,0 +1,18 @@
+"""Backbones and model builders shared by the projects."""
+from .mobilenet import (
+    IMAGENET_RGB_MEAN,
+    IMAGENET_RGB_STD,
+    MobileNetV2,
+    build_mobilenetv2_fpn,
+    imagenet_weights_path,
+    load_imagenet_state_dict,
+)
+
+__all__ = [
+    "IMAGENET_RGB_MEAN",
+    "IMAGENET_RGB_STD",
+    "MobileNetV2",
+    "build_mobilenetv2_fpn",
+    "imagenet_weights_path",
+    "load_imagenet_state_dict",
+]

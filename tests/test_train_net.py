@@ -1,0 +1,109 @@
+"""End-to-end runs of train_net.py on the synthetic set: training, evaluation, resume, CLI, DDP."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from detectron2.engine import default_argument_parser
+
+import train_net
+from conftest import REPO_ROOT
+
+FAST = [
+    "dataloader.train.total_batch_size=2",
+    "dataloader.train.num_workers=0",
+    "dataloader.test.num_workers=0",
+    "train.log_period=1",
+]
+
+
+def run_main(config, output_dir, *opts, flags=()):
+    args = default_argument_parser().parse_args(
+        ["--config-file", os.path.join(REPO_ROOT, config), *flags, f"train.output_dir={output_dir}", *FAST, *opts]
+    )
+    return train_net.main(args)
+
+
+def read_metrics(output_dir):
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_retinanet_train_evaluate_resume(tmp_path):
+    out = str(tmp_path / "retina")
+    run_main("configs/Synthetic/retinanet_mnv2_fpn.py", out, "train.max_iter=4", "train.checkpointer.period=2")
+    assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == ["model_0000001.pth", "model_0000003.pth", "model_final.pth"]
+    iters = [m["iteration"] for m in read_metrics(out) if "total_loss" in m]
+    assert iters == [0, 1, 2, 3]
+    results = json.load(open(os.path.join(out, "eval_results.json")))
+    assert results["iterations_trained"] == 4
+    assert set(results["results"]["bbox"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+
+    # --resume continues after the last checkpoint instead of starting again
+    run_main("configs/Synthetic/retinanet_mnv2_fpn.py", out, "train.max_iter=6", flags=["--resume"])
+    iters = [m["iteration"] for m in read_metrics(out) if "total_loss" in m]
+    assert iters == [0, 1, 2, 3, 4, 5]
+
+    # --eval-only evaluates the given checkpoint
+    eval_out = str(tmp_path / "eval")
+    results = run_main(
+        "configs/Synthetic/retinanet_mnv2_fpn.py",
+        eval_out,
+        f"train.init_checkpoint={out}/model_final.pth",
+        flags=["--eval-only"],
+    )
+    assert "AP" in results["bbox"]
+    assert os.path.isfile(os.path.join(eval_out, "inference", "coco_instances_results.json"))
+    assert not any(f.endswith(".pth") for f in os.listdir(eval_out))
+
+
+def test_faster_rcnn_train_and_evaluate(tmp_path):
+    out = str(tmp_path / "frcnn")
+    run_main("configs/Synthetic/faster_rcnn_mnv2_fpn.py", out, "train.max_iter=3")
+    losses = [m for m in read_metrics(out) if "total_loss" in m]
+    assert {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"} <= set(losses[-1])
+    assert all(m["total_loss"] == m["total_loss"] for m in losses)  # finite, not NaN
+    results = json.load(open(os.path.join(out, "eval_results.json")))["results"]
+    assert "AP50" in results["bbox"]
+
+
+def _cli(*argv, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_cli_help():
+    r = _cli("--help")
+    assert r.returncode == 0
+    for flag in ("--config-file", "--num-gpus", "--num-machines", "--machine-rank", "--dist-url", "--resume", "--eval-only"):
+        assert flag in r.stdout
+
+
+def test_cli_rejects_unknown_config_key(tmp_path):
+    r = _cli("--config-file", "configs/Synthetic/retinanet_mnv2_fpn.py", "train.max_iters=3", f"train.output_dir={tmp_path}")
+    assert r.returncode != 0
+    assert "'train.max_iters'" in r.stderr and "Did you mean train.max_iter" in r.stderr
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp(tmp_path):
+    out = str(tmp_path / "ddp")
+    r = _cli(
+        "--config-file", "configs/Synthetic/retinanet_mnv2_fpn.py",
+        "--num-gpus", "2", "--dist-url", "auto",
+        "train.max_iter=3", "dataloader.train.total_batch_size=4", "dataloader.train.num_workers=0",
+        "dataloader.test.num_workers=0", "train.log_period=1", f"train.output_dir={out}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = open(os.path.join(out, "log.txt")).read()
+    assert "World size: 2" in log
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
+    assert "AP50" in json.load(open(os.path.join(out, "eval_results.json")))["results"]["bbox"]
