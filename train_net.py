@@ -9,7 +9,8 @@
 
 Detectron2's tools/lazyconfig_train_net.py, plus: it runs on the CPU when there is no GPU (also
 with --num-gpus N > 1: N processes with GLOO + DDP), it refuses overrides of keys that do not exist
-(prefix a new key with "+"), and it writes the last evaluation to OUTPUT_DIR/eval_results.json.
+(prefix a new key with "+"), it clips the gradient norm when `train.clip_grad.enabled`, and it
+writes the last evaluation to OUTPUT_DIR/eval_results.json.
 """
 import logging
 import os
@@ -30,7 +31,12 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 import detkit  # noqa: F401  (registers the built-in datasets)
-from detkit.engine import apply_overrides_strict, save_eval_results, select_device
+from detkit.engine import (
+    add_gradient_clipping,
+    apply_overrides_strict,
+    save_eval_results,
+    select_device,
+)
 
 logger = logging.getLogger("detectron2")
 
@@ -62,6 +68,9 @@ def do_train(args, cfg, device):
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
+    clip = cfg.train.get("clip_grad", None)
+    if clip is not None and clip.get("enabled", False):
+        add_gradient_clipping(optim, clip.max_norm, clip.get("norm_type", 2.0))
     train_loader = instantiate(cfg.dataloader.train)
 
     model = build_ddp_model(cfg, model, device)

@@ -36,6 +36,7 @@ def test_retinanet_train_evaluate_resume(tmp_path):
     assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == ["model_0000001.pth", "model_0000003.pth", "model_final.pth"]
     iters = [m["iteration"] for m in read_metrics(out) if "total_loss" in m]
     assert iters == [0, 1, 2, 3]
+    assert "grad_norm" in read_metrics(out)[-1]  # the CPU configs clip gradients
     results = json.load(open(os.path.join(out, "eval_results.json")))
     assert results["iterations_trained"] == 4
     assert set(results["results"]["bbox"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
@@ -107,3 +108,19 @@ def test_two_process_cpu_ddp(tmp_path):
     assert "World size: 2" in log
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
     assert "AP50" in json.load(open(os.path.join(out, "eval_results.json")))["results"]["bbox"]
+
+
+@pytest.mark.slow
+def test_demo_script_prints_ap_table(tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable, os.path.join(REPO_ROOT, "tools", "demo.py"),
+            "--output-dir", str(tmp_path), "--configs", "configs/Synthetic/retinanet_mnv2_fpn.py",
+            "train.max_iter=2", *FAST,
+        ],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| retinanet_mnv2_fpn |" in r.stdout and "box AP50" in r.stdout
+    assert os.path.isfile(tmp_path / "retinanet_mnv2_fpn" / "model_final.pth")
+    assert os.path.isfile(tmp_path / "results.md")
