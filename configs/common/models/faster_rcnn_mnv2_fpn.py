@@ -14,6 +14,11 @@ model.proposal_generator.head.in_channels = 128
 model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
 model.roi_heads.update(mask_in_features=None, mask_pooler=None, mask_head=None)
 model.roi_heads.num_classes = 1
+# On a CPU, RoIAlign's backward dominates the step (1.6 of 4 s at 512 RoIs/image with adaptive
+# sampling). 128 RoIs/image (~16 crowns per tile, 25 % positives) and 2x2 samples per bin bring a
+# 4-tile step from ~3.4 s to ~1.9 s.
+model.roi_heads.batch_size_per_image = 128
+model.roi_heads.box_pooler.sampling_ratio = 2
 model.roi_heads.box_head.input_shape = ShapeSpec(channels=128, height=7, width=7)
 model.roi_heads.box_head.fc_dims = [512, 512]
 model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=512)

@@ -1,0 +1,122 @@
+"""The math of "Learning from Noisy Anchors for One-stage Object Detection" (Li et al., CVPR 2020)
+as pure tensor functions: no Detectron2 object is needed to call them.
+
+An anchor's *cleanliness* combines how well it localises (``loc_a``: IoU of its decoded predicted box
+with its matched ground truth) and how confidently it classifies (``cls_c``: predicted probability of
+the ground-truth class). It is used twice:
+
+* as a soft classification target for the candidate (positive) anchors (:func:`soft_labels`), and
+* through ``f(x) = 1 / (1 - x)`` as a sample re-weighting factor of both losses (:func:`reweight`).
+
+Candidates are the ``n`` anchors with the highest IoU of each ground-truth box, without any IoU
+threshold (:func:`topn_candidates`); every other anchor is background with target 0 and weight 1.
+The classification loss is the reference code's soft-target focal loss (:func:`soft_focal_loss`).
+"""
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["topn_candidates", "soft_labels", "reweight", "soft_focal_loss", "rescale_to_sum"]
+
+
+def topn_candidates(iou: Tensor, n: int) -> Tensor:
+    """Assign each ground truth its ``n`` highest-IoU anchors.
+
+    Args:
+        iou: (G, A) IoU between the G ground-truth boxes and the A anchors of one image.
+        n: number of candidates per ground truth (the paper's N; fewer if A < n).
+
+    Returns:
+        (A,) long tensor: the index of the ground truth each candidate anchor is matched to, -1 for
+        anchors in no ground truth's top-n list. An anchor in several lists goes to the ground
+        truth, among those lists, with which it has the highest IoU (ties: the lower index).
+    """
+    num_gt, num_anchors = iou.shape
+    matched = torch.full((num_anchors,), -1, dtype=torch.long, device=iou.device)
+    if num_gt == 0 or num_anchors == 0 or n <= 0:
+        return matched
+    top = iou.topk(min(n, num_anchors), dim=1).indices  # (G, n)
+    in_list = torch.zeros_like(iou, dtype=torch.bool).scatter_(1, top, True)
+    best_gt = torch.where(in_list, iou, iou.new_tensor(-1.0)).argmax(dim=0)  # (A,)
+    return torch.where(in_list.any(dim=0), best_gt, matched)
+
+
+def soft_labels(loc_a: Tensor, cls_c: Tensor, alpha: float, mode: str = "official", eps: float = 1e-6) -> Tensor:
+    """Cleanliness soft labels of one image's (or one batch's) positive anchors.
+
+    Args:
+        loc_a: (P,) localisation accuracy in [0, 1] of the positives.
+        cls_c: (P,) classification confidence in [0, 1] of the positives.
+        alpha: weight of localisation (paper Eq. 3; Algorithm 1 has the two swapped).
+        mode: ``"official"`` (the authors' code): divide ``loc_a`` and ``cls_c`` by their own means,
+            combine as ``alpha * loc + (1 - alpha) * cls``, then min-max rescale to
+            ``[mean(loc_a), 1]``, so the cleanest positive gets target 1; when all combined scores
+            are equal (one positive, say) every target is 1.
+            ``"paper"``: ``alpha * loc_a + (1 - alpha) * cls_c`` (Eq. 3 as written).
+
+    Returns:
+        (P,) soft targets in [0, 1].
+    """
+    if mode == "paper":
+        return alpha * loc_a + (1 - alpha) * cls_c
+    if mode != "official":
+        raise ValueError(f"soft_labels: mode must be 'official' or 'paper', got {mode!r}")
+    if loc_a.numel() == 0:
+        return loc_a.clone()
+    combined = alpha * loc_a / loc_a.mean().clamp_min(eps) + (1 - alpha) * cls_c / cls_c.mean().clamp_min(eps)
+    low, high = combined.min(), combined.max()
+    floor = loc_a.mean()
+    span = high - low
+    if span <= eps:
+        return torch.ones_like(combined)
+    return floor + (combined - low) / span * (1 - floor)
+
+
+def reweight(loc_a: Tensor, cls_c: Tensor, alpha: float, gamma: float = 1.0, eps: float = 1e-6) -> Tensor:
+    """Re-weighting factors of positive anchors (paper Eq. 4, with the code's normalisation).
+
+    ``f(x) = 1 / (1 - x)`` with ``x`` clamped to ``[0, 1 - eps]`` (the reference code has no clamp and
+    gives infinity for a perfect IoU or probability); each f-term is divided by its mean;
+    ``r = (alpha * f(loc_a) + (1 - alpha) * f(cls_c)) ** gamma``, renormalised to mean 1.
+
+    Args:
+        loc_a, cls_c: (P,) in [0, 1].
+    Returns:
+        (P,) positive weights with mean 1 (empty in, empty out).
+    """
+    if loc_a.numel() == 0:
+        return loc_a.clone()
+
+    def f(x):
+        return 1.0 / (1.0 - x.clamp(0.0, 1.0 - eps))
+
+    f_loc, f_cls = f(loc_a), f(cls_c)
+    r = (alpha * f_loc / f_loc.mean() + (1 - alpha) * f_cls / f_cls.mean()) ** gamma
+    return r / r.mean()
+
+
+def soft_focal_loss(logits: Tensor, soft_targets: Tensor, alpha: float = 0.5, gamma: float = 2.0) -> Tensor:
+    """The reference code's focal loss with soft targets ``s`` in [0, 1], reduction "none":
+
+        -alpha * s * (1 - p)^gamma * log(p) - (1 - alpha) * (1 - s) * p^gamma * log(1 - p),  p = sigmoid(x)
+
+    With ``s`` in {0, 1} it equals ``fvcore.nn.sigmoid_focal_loss``. Its minimiser is *not* ``p = s``
+    (unlike Quality Focal Loss). ``log p`` and ``log(1 - p)`` are computed from the logits
+    (``-softplus(-x)``, ``-softplus(x)``), so the loss is finite for any finite logit.
+
+    Args:
+        logits, soft_targets: tensors of the same shape.
+    Returns:
+        loss of that shape.
+    """
+    p = torch.sigmoid(logits)
+    pos = alpha * soft_targets * (1 - p).pow(gamma) * F.softplus(-logits)
+    neg = (1 - alpha) * (1 - soft_targets) * p.pow(gamma) * F.softplus(logits)
+    return pos + neg
+
+
+def rescale_to_sum(weighted: Tensor, unweighted: Tensor, eps: float = 1e-12) -> Tensor:
+    """Scale ``weighted`` losses so that their sum equals the sum of ``unweighted`` ones (the
+    reference code keeps each loss's total unchanged by re-weighting). The factor is a constant."""
+    factor = unweighted.detach().sum() / weighted.detach().sum().clamp_min(eps)
+    return weighted * factor
