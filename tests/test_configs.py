@@ -47,7 +47,10 @@ def test_coco_baselines_match_upstream_model_zoo():
 
 def test_strict_overrides_accept_existing_keys_and_explain_typos():
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/TreeCrowns/retinanet_mnv2_fpn.py"))
-    cfg = apply_overrides_strict(cfg, ["train.max_iter=7", "model.num_classes=2", "+train.note=hi"])
+    cfg = apply_overrides_strict(
+        cfg, ["train.max_iter=7", "model.num_classes=2", "+train.note=hi", "model.backbone.pretrained=False"]
+    )
+    assert cfg.model.backbone.pretrained is False  # an argument of the LazyCall target
     assert cfg.train.max_iter == 7 and cfg.model.num_classes == 2 and cfg.train.note == "hi"
     with pytest.raises(KeyError, match=r"train\.max_iters.*Did you mean train\.max_iter"):
         apply_overrides_strict(cfg, ["train.max_iters=10"])
@@ -79,3 +82,10 @@ def test_evaluator_interpolates_output_dir():
     assert cfg.dataloader.evaluator.output_dir == "/tmp/somewhere/inference"
     evaluator = instantiate(cfg.dataloader.evaluator)
     assert evaluator._output_dir == "/tmp/somewhere/inference"
+
+
+@pytest.mark.parametrize("max_iter, expected", [(2, [0.001, 1.0]), (1, [1.0])])
+def test_warmup_multistep_tiny_runs(max_iter, expected):
+    s = warmup_multistep(max_iter=max_iter, steps=(0.8,), warmup_iters=1, warmup_factor=0.001)
+    assert [pytest.approx(s(i / max_iter)) for i in range(max_iter)] == expected
+    assert s(1.0) == pytest.approx(1.0)  # Detectron2 evaluates the schedule once more after the run

@@ -2,7 +2,7 @@
 """`make demo`: train the CPU-sized tree-crown detectors, evaluate them with COCOEvaluator and print
 their AP table.
 
-    python tools/demo.py [--output-dir output/demo] [--configs configs/TreeCrowns/a.py ...] [opts ...]
+    python tools/demo.py [--output-dir output/demo] [--config-file configs/TreeCrowns/a.py ...] [key=value ...]
 
 Each config trains with `train_net.py --resume` into OUTPUT_DIR/<config name>, so an interrupted
 demo continues where it stopped and a finished one is only re-evaluated. Extra `key=value` opts go
@@ -47,9 +47,12 @@ def load_results(output_dir: str):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="output/demo")
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument(
+        "--config-file", dest="configs", action="append", help="repeat for several (default: %(default)s)"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="key=value overrides for every run")
     args = parser.parse_args()
+    args.configs = args.configs or DEFAULT_CONFIGS
 
     rows = []
     for config in args.configs:

@@ -1,7 +1,9 @@
 import difflib
+import inspect
 from typing import List
 
 from detectron2.config import LazyConfig
+from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
 
 
@@ -18,7 +20,9 @@ def apply_overrides_strict(cfg, overrides: List[str]):
     """Detectron2's ``LazyConfig.apply_overrides``, but a key that does not exist is an error
     (Detectron2 would silently add it, so a typo like ``train.max_iters=10`` did nothing).
 
-    Prefix a key with ``+`` to add a new key on purpose, as in Hydra: ``+model.foo=1``.
+    A key that a ``LazyCall`` node does not list but its ``_target_`` accepts as an argument
+    (``model.backbone.pretrained=False``) is fine. Prefix a key with ``+`` to add any other new key
+    on purpose, as in Hydra: ``+model.foo=1``.
     """
     plain, new = [], []
     for o in overrides:
@@ -28,7 +32,8 @@ def apply_overrides_strict(cfg, overrides: List[str]):
         if key.startswith("+"):
             new.append(o[1:])
             continue
-        if OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False) is _MISSING:
+        missing = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False) is _MISSING
+        if missing and not _is_argument_of_lazy_call(cfg, key):
             known = list(_all_keys(cfg))
             close = difflib.get_close_matches(key, known, n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -41,3 +46,28 @@ def apply_overrides_strict(cfg, overrides: List[str]):
 
 
 _MISSING = object()
+
+
+def _is_argument_of_lazy_call(cfg, key: str) -> bool:
+    parent_key, _, name = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+    if not OmegaConf.is_dict(parent) or "_target_" not in parent:
+        return False
+    target = parent._target_
+    if isinstance(target, str):
+        target = locate(target)
+    # A subclass that takes **kwargs passes them on: look at its bases' __init__ too.
+    callables = [c.__init__ for c in target.__mro__ if c is not object] if inspect.isclass(target) else [target]
+    for fn in callables:
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            return False
+        if name in params and params[name].kind not in (
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
+        ):
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return False
+    return False

@@ -1,7 +1,7 @@
 from typing import Sequence
 
 from detectron2.solver import WarmupParamScheduler
-from fvcore.common.param_scheduler import MultiStepParamScheduler
+from fvcore.common.param_scheduler import LinearParamScheduler, MultiStepParamScheduler
 
 
 def warmup_multistep(
@@ -17,14 +17,19 @@ def warmup_multistep(
     rescales the whole schedule (Detectron2's COCO schedules hard-code the iteration count).
     """
     max_iter = int(max_iter)
-    milestones = [max(1, int(round(s * max_iter))) for s in steps]
-    return WarmupParamScheduler(
-        MultiStepParamScheduler(
+    # Steps must fall strictly inside (0, max_iter); very short runs (tests) may lose some.
+    milestones = sorted({int(round(s * max_iter)) for s in steps} & set(range(1, max_iter)))
+    if milestones:
+        steps_scheduler = MultiStepParamScheduler(
             values=[gamma**i for i in range(len(milestones) + 1)],
             milestones=milestones,
             num_updates=max_iter,
-        ),
+        )
+    else:
+        steps_scheduler = LinearParamScheduler(1.0, 1.0)  # Constant... rejects where == 1.0
+    return WarmupParamScheduler(
+        steps_scheduler,
         warmup_factor=warmup_factor,
-        warmup_length=min(1.0, warmup_iters / max(1, max_iter)),
+        warmup_length=min(warmup_iters, max_iter - 1) / max_iter,  # must end inside the run
         warmup_method="linear",
     )

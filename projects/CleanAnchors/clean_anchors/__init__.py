@@ -1,3 +1,22 @@
 """CleanAnchors: "Learning from Noisy Anchors for One-stage Object Detection" (Li et al., CVPR 2020)
-as a Detectron2 project. The method's modules land with its own issue; this package exists so that
-`pip install -e .` exposes the project namespace from the start."""
+as a Detectron2 project.
+
+- :mod:`clean_anchors.cleanliness`: the method's math as pure tensor functions;
+- :mod:`clean_anchors.scores`: cleanliness of a batch's candidates and the method's switches;
+- :class:`CleanAnchorsRetinaNet`, :class:`CleanAnchorsRPN`: thin Detectron2 subclasses.
+"""
+from .cleanliness import reweight, rescale_to_sum, soft_focal_loss, soft_labels, topn_candidates
+from .retinanet import CleanAnchorsRetinaNet
+from .rpn import CleanAnchorsRPN
+from .scores import CleanlinessConfig
+
+__all__ = [
+    "CleanAnchorsRetinaNet",
+    "CleanAnchorsRPN",
+    "CleanlinessConfig",
+    "reweight",
+    "rescale_to_sum",
+    "soft_focal_loss",
+    "soft_labels",
+    "topn_candidates",
+]

@@ -1,0 +1,153 @@
+"""RetinaNet trained with cleanliness soft labels and re-weighting (noisy anchors, CVPR 2020)."""
+import functools
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import cat
+from detectron2.modeling.box_regression import _dense_box_regression_loss
+from detectron2.modeling.meta_arch import RetinaNet
+from detectron2.structures import Boxes, pairwise_iou
+from detectron2.utils.events import get_event_storage
+from fvcore.nn import sigmoid_focal_loss_jit
+
+from .cleanliness import soft_focal_loss, topn_candidates
+from .scores import CleanlinessConfig, candidate_scores, log_cleanliness, per_anchor_box_loss
+
+__all__ = ["CleanAnchorsRetinaNet"]
+
+
+class CleanAnchorsRetinaNet(RetinaNet):
+    """Detectron2's RetinaNet with the losses of "Learning from Noisy Anchors" (Li et al.).
+
+    Candidates are the ``topn`` anchors of each ground truth (no IoU threshold, no ignore band);
+    their classification targets are cleanliness soft labels and both losses are re-weighted by
+    ``r``. Inference is unchanged: a checkpoint loads into stock ``RetinaNet``.
+
+    With ``assigner="iou"``, ``soft_labels=False`` and ``reweighting=False`` the losses are exactly
+    stock RetinaNet's.
+
+    Args (besides RetinaNet's; set ``focal_loss_alpha=0.5`` as the reference configs do):
+        topn: candidates per ground truth (paper's N, 30).
+        assigner: ``"topn"`` (the method) or ``"iou"`` (RetinaNet's ``anchor_matcher``, 0.4/0.5).
+        cleanliness: a :class:`CleanlinessConfig` (alpha, gamma, on/off switches, soft-label mode,
+            statistics per image or per batch, loss-sum rescaling).
+    """
+
+    def __init__(self, *, topn: int = 30, assigner: str = "topn", cleanliness: CleanlinessConfig = None, **kwargs):
+        super().__init__(**kwargs)
+        if assigner not in ("topn", "iou"):
+            raise ValueError(f"CleanAnchorsRetinaNet: assigner must be 'topn' or 'iou', got {assigner!r}")
+        self.topn = topn
+        self.assigner = assigner
+        self.cleanliness = cleanliness if cleanliness is not None else CleanlinessConfig()
+
+    def forward_training(self, images, features, predictions, gt_instances):
+        pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
+            predictions, [self.num_classes, 4]
+        )
+        anchors = self.anchor_generator(features)
+        if self.assigner == "topn":
+            gt_labels, gt_boxes = self.label_candidates(anchors, gt_instances)
+        else:
+            gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+        return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+
+    @torch.no_grad()
+    def label_candidates(self, anchors, gt_instances):
+        """Like ``label_anchors``, with the top-N candidates of each ground truth as foreground and
+        every other anchor as background (label K); no anchor is ignored.
+
+        Returns:
+            list[Tensor] (R,) labels in {0..K}, list[Tensor] (R, 4) matched boxes (undefined for
+            background), one per image; R = anchors over all levels.
+        """
+        anchors = Boxes.cat(anchors)
+        gt_labels, matched_gt_boxes = [], []
+        num_candidates, num_gt = 0, 0
+        for gt in gt_instances:
+            matched = topn_candidates(pairwise_iou(gt.gt_boxes, anchors), self.topn)
+            fg = matched >= 0
+            if len(gt) > 0:
+                index = matched.clamp(min=0)
+                labels = torch.where(fg, gt.gt_classes[index], torch.full_like(index, self.num_classes))
+                boxes = gt.gt_boxes.tensor[index]
+            else:
+                labels = torch.full_like(matched, self.num_classes)
+                boxes = torch.zeros_like(anchors.tensor)
+            gt_labels.append(labels)
+            matched_gt_boxes.append(boxes)
+            num_candidates += int(fg.sum())
+            num_gt += len(gt)
+        get_event_storage().put_scalar("clean_anchors/candidates_per_gt", num_candidates / max(num_gt, 1))
+        return gt_labels, matched_gt_boxes
+
+    def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
+        """
+        Args, as ``RetinaNet.losses``: anchors list[Boxes] per level; pred_logits /
+        pred_anchor_deltas list of (N, Hi*Wi*A, K or 4) per level; gt_labels list of N (R,) in
+        {-1, 0..K}; gt_boxes list of N (R, 4).
+
+        Returns:
+            {"loss_cls", "loss_box_reg"}, each divided by the EMA of the positive count.
+        """
+        num_images = len(gt_labels)
+        gt_labels = torch.stack(gt_labels)  # (N, R)
+        valid_mask = gt_labels >= 0
+        pos_mask = valid_mask & (gt_labels != self.num_classes)
+        num_pos_anchors = pos_mask.sum().item()
+        get_event_storage().put_scalar("num_pos_anchors", num_pos_anchors / num_images)
+        normalizer = self._ema_update("loss_normalizer", max(num_pos_anchors, 1), 100)
+
+        logits = cat(pred_logits, dim=1)  # (N, R, K)
+        targets = F.one_hot(gt_labels.clamp(min=0), num_classes=self.num_classes + 1)[..., :-1]
+        targets = targets.to(logits.dtype)  # (N, R, K); background and ignored rows are 0
+        cfg = self.cleanliness
+        if not (cfg.soft_labels or cfg.reweighting):
+            # RetinaNet.losses line for line, so that the switched-off method is bit-identical.
+            loss_cls = sigmoid_focal_loss_jit(
+                logits[valid_mask], targets[valid_mask],
+                alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma, reduction="sum",
+            )
+            loss_box_reg = _dense_box_regression_loss(
+                anchors, self.box2box_transform, pred_anchor_deltas, gt_boxes, pos_mask,
+                box_reg_loss_type=self.box_reg_loss_type, smooth_l1_beta=self.smooth_l1_beta,
+            )
+            return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}
+
+        deltas = cat(pred_anchor_deltas, dim=1)  # (N, R, 4)
+        pos_anchors = Boxes.cat(anchors).tensor.expand(num_images, -1, -1)[pos_mask]  # (P, 4)
+        pos_gt_boxes = torch.stack(gt_boxes)[pos_mask]  # (P, 4)
+        pos_labels = gt_labels[pos_mask]  # (P,)
+        scores = candidate_scores(
+            self.box2box_transform,
+            anchors=pos_anchors,
+            pred_deltas=deltas[pos_mask],
+            gt_boxes=pos_gt_boxes,
+            gt_class_logits=logits[pos_mask].gather(1, pos_labels[:, None]).squeeze(1),
+            image_index=pos_mask.nonzero()[:, 0],
+            cfg=cfg,
+        )
+        log_cleanliness(scores)
+
+        if cfg.soft_labels:
+            pos_targets = targets[pos_mask]
+            pos_targets.scatter_(1, pos_labels[:, None], scores.soft_labels[:, None].to(logits.dtype))
+            targets[pos_mask] = pos_targets
+            focal = soft_focal_loss
+        else:
+            focal = functools.partial(sigmoid_focal_loss_jit, reduction="none")
+        cls_loss = focal(
+            logits[valid_mask], targets[valid_mask], alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma
+        ).sum(dim=1)  # (V,) summed over classes
+        box_loss = per_anchor_box_loss(
+            self.box2box_transform, pos_anchors, deltas[pos_mask], pos_gt_boxes,
+            self.box_reg_loss_type, self.smooth_l1_beta,
+        )  # (P,)
+        if cfg.reweighting:
+            r_valid = torch.ones_like(cls_loss)  # background anchors keep weight 1
+            r_valid[pos_mask[valid_mask]] = scores.weights.to(cls_loss.dtype)
+            loss_cls = cfg.combine(cls_loss, r_valid)
+            loss_box_reg = cfg.combine(box_loss, scores.weights.to(box_loss.dtype))
+        else:
+            loss_cls, loss_box_reg = cls_loss.sum(), box_loss.sum()
+        return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}

@@ -1,0 +1,119 @@
+"""The RPN of Faster R-CNN trained with cleanliness soft labels and re-weighting (paper Tables 5-6).
+
+The paper applies the method "only for RPNs" and gives no further detail (the reference code has
+no two-stage path). What this module chooses, each a constructor argument:
+
+* candidates: the ``topn`` highest-IoU anchors of each ground truth (default 10: the RPN has 3
+  anchors per location where RetinaNet has 9, and RetinaNet's N is 30); all other anchors are
+  negatives (no 0.3-0.7 ignore band). ``assigner="iou"`` keeps the stock 0.3/0.7 matcher instead;
+* sampling: the stock RPN's 256 anchors per image, at most half positive, drawn from candidates and
+  negatives; the loss normaliser stays 256 x images;
+* loc_a: IoU of the decoded proposal with its ground truth; cls_c: sigmoid of the objectness logit;
+* soft labels replace the positives' objectness target 1 in the (plain, non-focal) binary
+  cross-entropy, so for the RPN the minimiser is p = soft label;
+* re-weighting multiplies the objectness loss of sampled positives and their box loss by r
+  (negatives weight 1), each rescaled to keep its batch sum (as in the one-stage method).
+"""
+from typing import List
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import cat
+from detectron2.modeling.proposal_generator import RPN
+from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.utils.events import get_event_storage
+
+from .cleanliness import topn_candidates
+from .scores import CleanlinessConfig, candidate_scores, log_cleanliness, per_anchor_box_loss
+
+__all__ = ["CleanAnchorsRPN"]
+
+
+class CleanAnchorsRPN(RPN):
+    """Detectron2's RPN with top-N candidates, cleanliness soft objectness targets and re-weighting.
+    Proposals at inference are unchanged (a checkpoint loads into a stock ``RPN``).
+
+    Args (besides RPN's):
+        topn: candidates per ground truth.
+        assigner: "topn" or "iou" (the stock ``anchor_matcher``).
+        cleanliness: a :class:`CleanlinessConfig`.
+    """
+
+    def __init__(self, *, topn: int = 10, assigner: str = "topn", cleanliness: CleanlinessConfig = None, **kwargs):
+        super().__init__(**kwargs)
+        if assigner not in ("topn", "iou"):
+            raise ValueError(f"CleanAnchorsRPN: assigner must be 'topn' or 'iou', got {assigner!r}")
+        self.topn = topn
+        self.assigner = assigner
+        self.cleanliness = cleanliness if cleanliness is not None else CleanlinessConfig()
+
+    @torch.no_grad()
+    def label_and_sample_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):
+        """As ``RPN.label_and_sample_anchors``; with ``assigner="topn"`` the candidates are label 1
+        and every other anchor label 0 before the usual 256-anchor sampling."""
+        if self.assigner == "iou":
+            return super().label_and_sample_anchors(anchors, gt_instances)
+        anchors = Boxes.cat(anchors)
+        gt_labels, matched_gt_boxes = [], []
+        num_candidates, num_gt = 0, 0
+        for gt in gt_instances:
+            matched = topn_candidates(pairwise_iou(gt.gt_boxes, anchors), self.topn)
+            labels = (matched >= 0).to(torch.int8)
+            if self.anchor_boundary_thresh >= 0:
+                labels[~anchors.inside_box(gt.image_size, self.anchor_boundary_thresh)] = -1
+            num_candidates += int((matched >= 0).sum())
+            num_gt += len(gt)
+            gt_labels.append(self._subsample_labels(labels))
+            if len(gt) == 0:
+                matched_gt_boxes.append(torch.zeros_like(anchors.tensor))
+            else:
+                matched_gt_boxes.append(gt.gt_boxes.tensor[matched.clamp(min=0)])
+        get_event_storage().put_scalar("clean_anchors/rpn_candidates_per_gt", num_candidates / max(num_gt, 1))
+        return gt_labels, matched_gt_boxes
+
+    def losses(self, anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes):
+        """As ``RPN.losses`` (same arguments and loss names), with soft targets and weights."""
+        cfg = self.cleanliness
+        if not (cfg.soft_labels or cfg.reweighting):
+            return super().losses(anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+        num_images = len(gt_labels)
+        gt_labels = torch.stack(gt_labels)  # (N, R)
+        pos_mask = gt_labels == 1
+        valid_mask = gt_labels >= 0
+        storage = get_event_storage()
+        storage.put_scalar("rpn/num_pos_anchors", pos_mask.sum().item() / num_images)
+        storage.put_scalar("rpn/num_neg_anchors", (gt_labels == 0).sum().item() / num_images)
+
+        logits = cat(pred_objectness_logits, dim=1)  # (N, R)
+        deltas = cat(pred_anchor_deltas, dim=1)  # (N, R, 4)
+        pos_anchors = Boxes.cat(anchors).tensor.expand(num_images, -1, -1)[pos_mask]  # (P, 4)
+        pos_gt_boxes = torch.stack(gt_boxes)[pos_mask]  # (P, 4)
+        scores = candidate_scores(
+            self.box2box_transform,
+            anchors=pos_anchors,
+            pred_deltas=deltas[pos_mask],
+            gt_boxes=pos_gt_boxes,
+            gt_class_logits=logits[pos_mask],
+            image_index=pos_mask.nonzero()[:, 0],
+            cfg=cfg,
+        )
+        log_cleanliness(scores, prefix="clean_anchors/rpn")
+
+        targets = gt_labels.to(logits.dtype)
+        if cfg.soft_labels:
+            targets[pos_mask] = scores.soft_labels.to(logits.dtype)
+        objectness = F.binary_cross_entropy_with_logits(logits[valid_mask], targets[valid_mask], reduction="none")
+        localization = per_anchor_box_loss(
+            self.box2box_transform, pos_anchors, deltas[pos_mask], pos_gt_boxes,
+            self.box_reg_loss_type, self.smooth_l1_beta,
+        )
+        if cfg.reweighting:
+            r_valid = torch.ones_like(objectness)
+            r_valid[pos_mask[valid_mask]] = scores.weights.to(objectness.dtype)
+            objectness_loss = cfg.combine(objectness, r_valid)
+            localization_loss = cfg.combine(localization, scores.weights.to(localization.dtype))
+        else:
+            objectness_loss, localization_loss = objectness.sum(), localization.sum()
+        normalizer = self.batch_size_per_image * num_images
+        losses = {"loss_rpn_cls": objectness_loss / normalizer, "loss_rpn_loc": localization_loss / normalizer}
+        return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}

@@ -1,0 +1,127 @@
+"""Cleanliness scores of a batch's candidate anchors, from the detector's own predictions, and the
+switches that choose between the paper's and the reference code's readings."""
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from detectron2.layers import ciou_loss, diou_loss
+from detectron2.structures import Boxes
+from detectron2.structures.boxes import matched_pairwise_iou
+from detectron2.utils.events import get_event_storage
+from fvcore.nn import giou_loss, smooth_l1_loss
+from torch import Tensor
+
+from .cleanliness import rescale_to_sum, reweight, soft_labels
+
+__all__ = ["CleanlinessConfig", "CandidateScores", "candidate_scores", "per_anchor_box_loss", "log_cleanliness"]
+
+
+@dataclass
+class CleanlinessConfig:
+    """Hyper-parameters and switches of the method (defaults: the authors' released code).
+
+    Attributes:
+        alpha: weight of localisation in the cleanliness score (paper Eq. 3 / 4), 0.75.
+        gamma: exponent of the re-weighting factor (paper Eq. 4; the code has none: 1.0).
+        soft_labels: use cleanliness soft labels as the positives' classification targets.
+        reweighting: multiply both losses by the re-weighting factor r.
+        soft_label_mode: "official" (mean-normalise, combine, min-max rescale to [mean(loc_a), 1])
+            or "paper" (alpha * loc_a + (1 - alpha) * cls_c).
+        statistics: "image" (means and min-max over each image's positives, the code) or "batch".
+        rescale_losses: rescale each re-weighted loss so that its batch sum is unchanged (the code).
+        eps: clamp of f(x) = 1 / (1 - x) at x <= 1 - eps (the code has none and can give inf).
+    """
+
+    alpha: float = 0.75
+    gamma: float = 1.0
+    soft_labels: bool = True
+    reweighting: bool = True
+    soft_label_mode: str = "official"
+    statistics: str = "image"
+    rescale_losses: bool = True
+    eps: float = 1e-6
+
+    def __post_init__(self):
+        if self.soft_label_mode not in ("official", "paper"):
+            raise ValueError(f"CleanlinessConfig.soft_label_mode must be 'official' or 'paper', got {self.soft_label_mode!r}")
+        if self.statistics not in ("image", "batch"):
+            raise ValueError(f"CleanlinessConfig.statistics must be 'image' or 'batch', got {self.statistics!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"CleanlinessConfig.alpha must be in [0, 1], got {self.alpha}")
+
+    def combine(self, loss: Tensor, weights: Tensor) -> Tensor:
+        """Sum of ``weights * loss`` (per-sample losses), rescaled to the unweighted sum if asked."""
+        weighted = loss * weights
+        if self.rescale_losses:
+            weighted = rescale_to_sum(weighted, loss)
+        return weighted.sum()
+
+
+class CandidateScores(NamedTuple):
+    """Per-candidate (P,) tensors, all without gradient."""
+
+    loc_a: Tensor  # IoU of the decoded predicted box with the matched ground truth
+    cls_c: Tensor  # predicted probability of the ground-truth class (or objectness)
+    soft_labels: Tensor  # classification targets
+    weights: Tensor  # re-weighting factors r
+
+
+@torch.no_grad()
+def candidate_scores(
+    box2box_transform,
+    anchors: Tensor,
+    pred_deltas: Tensor,
+    gt_boxes: Tensor,
+    gt_class_logits: Tensor,
+    image_index: Tensor,
+    cfg: CleanlinessConfig,
+) -> CandidateScores:
+    """Cleanliness of P candidate anchors.
+
+    Args:
+        box2box_transform: decodes ``pred_deltas`` (P, 4) relative to ``anchors`` (P, 4).
+        gt_boxes: (P, 4) matched ground-truth boxes.
+        gt_class_logits: (P,) logit of each candidate's ground-truth class.
+        image_index: (P,) image of each candidate; statistics are per image when
+            ``cfg.statistics == "image"``.
+    """
+    pred_boxes = box2box_transform.apply_deltas(pred_deltas.detach().float(), anchors.float())
+    loc_a = matched_pairwise_iou(Boxes(pred_boxes), Boxes(gt_boxes.float())).clamp(0.0, 1.0)
+    cls_c = gt_class_logits.detach().float().sigmoid()
+    targets, weights = torch.ones_like(loc_a), torch.ones_like(loc_a)
+    groups = image_index if cfg.statistics == "image" else torch.zeros_like(image_index)
+    for g in torch.unique(groups):  # a loop over images, never over anchors
+        m = groups == g
+        targets[m] = soft_labels(loc_a[m], cls_c[m], cfg.alpha, cfg.soft_label_mode, cfg.eps)
+        weights[m] = reweight(loc_a[m], cls_c[m], cfg.alpha, cfg.gamma, cfg.eps)
+    return CandidateScores(loc_a, cls_c, targets, weights)
+
+
+def per_anchor_box_loss(box2box_transform, anchors, pred_deltas, gt_boxes, loss_type="smooth_l1", beta=0.0):
+    """Box-regression loss of each of P anchors, (P,): Detectron2's dense box losses with
+    reduction "none" (smooth-L1 summed over the 4 deltas, or GIoU / DIoU / CIoU)."""
+    if loss_type == "smooth_l1":
+        gt_deltas = box2box_transform.get_deltas(anchors, gt_boxes)
+        return smooth_l1_loss(pred_deltas, gt_deltas, beta=beta, reduction="none").sum(dim=1)
+    losses = {"giou": giou_loss, "diou": diou_loss, "ciou": ciou_loss}
+    if loss_type not in losses:
+        raise ValueError(f"Invalid dense box regression loss type '{loss_type}'")
+    pred_boxes = box2box_transform.apply_deltas(pred_deltas, anchors)
+    return losses[loss_type](pred_boxes, gt_boxes, reduction="none")
+
+
+def log_cleanliness(scores: CandidateScores, prefix: str = "clean_anchors") -> None:
+    """Mean / min / max of loc_a, cls_c, soft labels and weights into the EventStorage."""
+    storage = get_event_storage()
+    for name in ("loc_a", "cls_c", "soft_labels", "weights"):
+        value = getattr(scores, name)
+        if value.numel() == 0:
+            continue
+        storage.put_scalars(
+            **{
+                f"{prefix}/{name}_mean": value.mean().item(),
+                f"{prefix}/{name}_min": value.min().item(),
+                f"{prefix}/{name}_max": value.max().item(),
+            },
+            smoothing_hint=False,
+        )

@@ -1,0 +1,194 @@
+"""CleanAnchorsRetinaNet / CleanAnchorsRPN wired into Detectron2: stock equivalence, gradients,
+logging, training on synthetic data, and inference through the stock models."""
+import copy
+import os
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetCatalog
+from detectron2.data.detection_utils import annotations_to_instances, read_image
+from detectron2.modeling.meta_arch import RetinaNet
+from detectron2.modeling.proposal_generator import RPN
+from detectron2.utils.events import EventStorage
+
+from clean_anchors import CleanAnchorsRetinaNet, CleanAnchorsRPN, CleanlinessConfig
+from clean_anchors.scores import candidate_scores
+from detkit.engine import apply_overrides_strict
+
+from conftest import REPO_ROOT
+
+
+def load_cfg(name, *overrides):
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs", "Synthetic", name))
+    return apply_overrides_strict(cfg, ["model.backbone.pretrained=False", *overrides])
+
+
+def synthetic_batch(n=2, with_empty=False):
+    """n synthetic images as model inputs (CHW uint8 RGB + Instances); the last one has no boxes
+    when ``with_empty``."""
+    batch = []
+    for i, d in enumerate(DatasetCatalog.get("synthetic_train")[:n]):
+        image = torch.as_tensor(read_image(d["file_name"], format="RGB").copy()).permute(2, 0, 1)
+        anns = [] if (with_empty and i == n - 1) else d["annotations"]
+        instances = annotations_to_instances(anns, image.shape[1:])
+        batch.append({"image": image, "instances": instances, "height": image.shape[1], "width": image.shape[2]})
+    return batch
+
+
+def build_pair(config, *overrides, stock_target):
+    cfg = load_cfg(config, *overrides)
+    torch.manual_seed(0)
+    method = instantiate(cfg.model)
+    stock_cfg = copy.deepcopy(cfg.model)
+    stock_cfg._target_ = stock_target
+    for key in ("topn", "assigner", "cleanliness"):
+        stock_cfg.pop(key, None)
+    stock = instantiate(stock_cfg)
+    stock.load_state_dict(method.state_dict())
+    return method, stock
+
+
+def test_switched_off_method_is_exactly_stock_retinanet():
+    method, stock = build_pair(
+        "clean_anchors_retinanet_mnv2_fpn.py",
+        "model.assigner=iou",
+        "model.cleanliness.soft_labels=False",
+        "model.cleanliness.reweighting=False",
+        "model.focal_loss_alpha=0.25",
+        stock_target=RetinaNet,
+    )
+    batch = synthetic_batch(2)
+    with EventStorage(0):
+        a = method(batch)
+        b = stock(batch)
+    assert set(a) == set(b) == {"loss_cls", "loss_box_reg"}
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_switched_off_rpn_is_exactly_stock_rpn():
+    cfg = load_cfg(
+        "clean_anchors_faster_rcnn_mnv2_fpn.py",
+        "model.proposal_generator.assigner=iou",
+        "model.proposal_generator.cleanliness.soft_labels=False",
+        "model.proposal_generator.cleanliness.reweighting=False",
+    )
+    torch.manual_seed(0)
+    method = instantiate(cfg.model)
+    stock_cfg = copy.deepcopy(cfg.model)
+    stock_cfg.proposal_generator._target_ = RPN
+    for key in ("topn", "assigner", "cleanliness"):
+        stock_cfg.proposal_generator.pop(key, None)
+    stock = instantiate(stock_cfg)
+    stock.load_state_dict(method.state_dict())
+    batch = synthetic_batch(2)
+    with EventStorage(0):
+        torch.manual_seed(1)  # the RPN and RoI heads sample at random
+        a = method(batch)
+        torch.manual_seed(1)
+        b = stock(batch)
+    for k in ("loss_rpn_cls", "loss_rpn_loc"):
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("statistics", ["image", "batch"])
+def test_retinanet_losses_are_finite_and_logged_with_an_empty_image(statistics):
+    cfg = load_cfg("clean_anchors_retinanet_mnv2_fpn.py", f"model.cleanliness.statistics={statistics}")
+    model = instantiate(cfg.model)
+    batch = synthetic_batch(3, with_empty=True)
+    with EventStorage(0) as storage:
+        losses = model(batch)
+        sum(losses.values()).backward()
+        latest = storage.latest()
+    assert all(torch.isfinite(v) for v in losses.values())
+    # 30 per ground truth, fewer where two ground truths share an anchor
+    assert 20.0 < latest["clean_anchors/candidates_per_gt"][0] <= 30.0
+    for name in ("loc_a", "cls_c", "soft_labels", "weights"):
+        for stat in ("mean", "min", "max"):
+            assert f"clean_anchors/{name}_{stat}" in latest
+    assert latest["clean_anchors/soft_labels_max"][0] == pytest.approx(1.0)
+    if statistics == "image":
+        assert latest["clean_anchors/weights_mean"][0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_reweighted_losses_keep_the_unweighted_sum():
+    """With rescaling, re-weighting redistributes the loss but leaves its total unchanged."""
+    cfg = load_cfg("clean_anchors_retinanet_mnv2_fpn.py", "model.cleanliness.soft_labels=False")
+    torch.manual_seed(0)
+    weighted = instantiate(cfg.model)
+    cfg.model.cleanliness.reweighting = False
+    cfg.model.assigner = "topn"
+    plain = instantiate(cfg.model)
+    plain.load_state_dict(weighted.state_dict())
+    batch = synthetic_batch(2)
+    with EventStorage(0):
+        a, b = weighted(batch), plain(batch)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_cleanliness_targets_carry_no_gradient():
+    from detectron2.modeling.box_regression import Box2BoxTransform
+
+    deltas = torch.randn(5, 4, requires_grad=True)
+    logits = torch.randn(5, requires_grad=True)
+    anchors = torch.tensor([[0, 0, 10, 10], [5, 5, 20, 20], [0, 0, 8, 30], [2, 2, 4, 4], [0, 0, 50, 50.0]])
+    scores = candidate_scores(
+        Box2BoxTransform((1.0, 1.0, 1.0, 1.0)), anchors, deltas, anchors + 1, logits,
+        torch.tensor([0, 0, 0, 1, 1]), CleanlinessConfig(),
+    )
+    for t in scores:
+        assert not t.requires_grad
+    assert scores.soft_labels[:3].max() == 1.0 and scores.soft_labels[3:].max() == 1.0  # per image
+
+
+def test_rpn_losses_finite_and_logged():
+    cfg = load_cfg("clean_anchors_faster_rcnn_mnv2_fpn.py")
+    model = instantiate(cfg.model)
+    assert isinstance(model.proposal_generator, CleanAnchorsRPN)
+    with EventStorage(0) as storage:
+        losses = model(synthetic_batch(2, with_empty=True))
+        sum(losses.values()).backward()
+        latest = storage.latest()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert "clean_anchors/rpn/soft_labels_mean" in latest
+    assert 6.0 < latest["clean_anchors/rpn_candidates_per_gt"][0] <= 10.0
+
+
+def test_trained_checkpoint_gives_identical_detections_in_stock_models():
+    for config, overrides, stock_target, part in (
+        # score threshold 0 so that a barely trained model has detections to compare
+        ("clean_anchors_retinanet_mnv2_fpn.py", ["model.test_score_thresh=0.0"], RetinaNet, None),
+        (
+            "clean_anchors_faster_rcnn_mnv2_fpn.py",
+            ["model.roi_heads.box_predictor.test_score_thresh=0.0"],
+            None,
+            "proposal_generator",
+        ),
+    ):
+        cfg = load_cfg(config, *overrides)
+        torch.manual_seed(0)
+        method = instantiate(cfg.model)
+        opt = torch.optim.SGD(method.parameters(), lr=0.01)
+        with EventStorage(0):
+            for _ in range(2):  # move the weights away from their initialisation
+                loss = sum(method(synthetic_batch(2)).values())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        stock_cfg = copy.deepcopy(cfg.model)
+        node = stock_cfg if part is None else stock_cfg[part]
+        node._target_ = stock_target if part is None else RPN
+        for key in ("topn", "assigner", "cleanliness"):
+            node.pop(key, None)
+        stock = instantiate(stock_cfg)
+        stock.load_state_dict(method.state_dict(), strict=True)
+        method.eval(), stock.eval()
+        inputs = [{k: v for k, v in d.items() if k != "instances"} for d in synthetic_batch(2)]
+        with torch.no_grad():
+            a, b = method(inputs), stock(inputs)
+        for x, y in zip(a, b):
+            assert len(x["instances"]) > 0
+            assert torch.equal(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
+            assert torch.equal(x["instances"].scores, y["instances"].scores)
