@@ -89,3 +89,27 @@ def test_warmup_multistep_tiny_runs(max_iter, expected):
     s = warmup_multistep(max_iter=max_iter, steps=(0.8,), warmup_iters=1, warmup_factor=0.001)
     assert [pytest.approx(s(i / max_iter)) for i in range(max_iter)] == expected
     assert s(1.0) == pytest.approx(1.0)  # Detectron2 evaluates the schedule once more after the run
+
+
+def test_resnext_stages_match_detectron2_yacs_builder():
+    from detectron2.config import get_cfg
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.backbone import ResNet, BasicStem
+    from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+    from detkit.modeling import make_resnext_stages
+
+    ycfg = get_cfg()
+    ycfg.MODEL.RESNETS.DEPTH = 50
+    ycfg.MODEL.RESNETS.NUM_GROUPS = 32
+    ycfg.MODEL.RESNETS.WIDTH_PER_GROUP = 4
+    ycfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    ycfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    reference = build_resnet_backbone(ycfg, ShapeSpec(channels=3))
+    ours = ResNet(
+        BasicStem(in_channels=3, out_channels=64, norm="FrozenBN"),
+        make_resnext_stages(depth=50, num_groups=32, width_per_group=4),
+        out_features=["res2", "res3", "res4", "res5"],
+    )
+    shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in reference.state_dict().items()}

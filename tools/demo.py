@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""`make demo`: train the CPU-sized tree-crown detectors, evaluate them with COCOEvaluator and print
-their AP table.
+"""`make demo`: train the CPU-sized tree-crown detectors (the stock RetinaNet baseline, then each
+method on the same schedule), evaluate them with COCOEvaluator and print their AP table, each
+method's row followed by its difference to the first (baseline) row.
 
     python tools/demo.py [--output-dir output/demo] [--config-file configs/TreeCrowns/a.py ...] [key=value ...]
 
@@ -18,7 +19,10 @@ import time
 from tabulate import tabulate
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CONFIGS = ["configs/TreeCrowns/retinanet_mnv2_fpn.py"]
+DEFAULT_CONFIGS = [
+    "configs/TreeCrowns/retinanet_mnv2_fpn.py",
+    "configs/TreeCrowns/clean_anchors_retinanet_mnv2_fpn.py",
+]
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 
 
@@ -54,13 +58,18 @@ def main():
     args = parser.parse_args()
     args.configs = args.configs or DEFAULT_CONFIGS
 
-    rows = []
+    rows, baseline = [], None
     for config in args.configs:
         name = os.path.splitext(os.path.basename(config))[0]
         output_dir = os.path.abspath(os.path.join(args.output_dir, name))
         seconds = train_and_evaluate(config, output_dir, args.opts)
         iters, bbox = load_results(output_dir)
         rows.append([name, iters, f"{seconds / 60:.1f}"] + [f"{bbox[m]:.2f}" for m in METRICS] + [output_dir])
+        if baseline is None:
+            baseline = bbox
+        else:
+            diff = [f"{bbox[m] - baseline[m]:+.2f}" for m in METRICS]
+            rows.append([f"  vs {rows[0][0]}", "", ""] + diff + [""])
 
     table = tabulate(
         rows, headers=["model", "iters", "run min"] + [f"box {m}" for m in METRICS] + ["outputs"], tablefmt="github"

@@ -7,6 +7,7 @@ from .mobilenet import (
     imagenet_weights_path,
     load_imagenet_state_dict,
 )
+from .resnext import make_resnext_stages
 
 __all__ = [
     "IMAGENET_RGB_MEAN",
@@ -15,4 +16,5 @@ __all__ = [
     "build_mobilenetv2_fpn",
     "imagenet_weights_path",
     "load_imagenet_state_dict",
+    "make_resnext_stages",
 ]
