@@ -1,5 +1,6 @@
 """End-to-end runs of train_net.py on the synthetic set: training, evaluation, resume, CLI, DDP."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -59,14 +60,30 @@ def test_retinanet_train_evaluate_resume(tmp_path):
     assert not any(f.endswith(".pth") for f in os.listdir(eval_out))
 
 
-def test_faster_rcnn_train_and_evaluate(tmp_path):
+@pytest.mark.parametrize(
+    "config",
+    ["configs/Synthetic/faster_rcnn_mnv2_fpn.py", "configs/Synthetic/clean_anchors_faster_rcnn_mnv2_fpn.py"],
+)
+def test_faster_rcnn_train_and_evaluate(tmp_path, config):
     out = str(tmp_path / "frcnn")
-    run_main("configs/Synthetic/faster_rcnn_mnv2_fpn.py", out, "train.max_iter=3")
+    run_main(config, out, "train.max_iter=3")
     losses = [m for m in read_metrics(out) if "total_loss" in m]
     assert {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"} <= set(losses[-1])
     assert all(m["total_loss"] == m["total_loss"] for m in losses)  # finite, not NaN
     results = json.load(open(os.path.join(out, "eval_results.json")))["results"]
     assert "AP50" in results["bbox"]
+
+
+def test_clean_anchors_retinanet_trains_and_logs(tmp_path):
+    out = str(tmp_path / "ca")
+    run_main("configs/Synthetic/clean_anchors_retinanet_mnv2_fpn.py", out, "train.max_iter=3")
+    steps = [m for m in read_metrics(out) if "total_loss" in m]
+    assert len(steps) == 3
+    for m in steps:
+        assert math.isfinite(m["total_loss"])
+        assert m["clean_anchors/soft_labels_max"] == pytest.approx(1.0)
+        assert 0.0 <= m["clean_anchors/loc_a_min"] <= m["clean_anchors/loc_a_max"] <= 1.0
+    assert "AP50" in json.load(open(os.path.join(out, "eval_results.json")))["results"]["bbox"]
 
 
 def _cli(*argv, timeout=300):

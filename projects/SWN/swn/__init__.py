@@ -1,3 +1,25 @@
 """SWN: "Learning a Unified Sample Weighting Network for Object Detection" (Cai et al., CVPR 2020)
-as a Detectron2 project. The method's modules land with its own issue; this package exists so that
-`pip install -e .` exposes the project namespace from the start."""
+as a Detectron2 project.
+
+- :mod:`swn.network`: the sample weighting network;
+- :mod:`swn.loss`: the uncertainty-weighted loss, averaging rules and regulariser (pure functions);
+- :mod:`swn.weighting`: the switches a detector uses (which losses, form, lambda, on/off);
+- :class:`SWNRetinaNet`, :class:`SWNFastRCNNOutputLayers`: thin Detectron2 subclasses.
+"""
+from .fast_rcnn import SWNFastRCNNOutputLayers
+from .loss import average_m, regulariser_groups, sample_weights, swn_regulariser, uncertainty_weighted_loss
+from .network import SampleWeightingNetwork
+from .retinanet import SWNRetinaNet
+from .weighting import SWNWeighting
+
+__all__ = [
+    "SWNFastRCNNOutputLayers",
+    "SWNRetinaNet",
+    "SWNWeighting",
+    "SampleWeightingNetwork",
+    "average_m",
+    "regulariser_groups",
+    "sample_weights",
+    "swn_regulariser",
+    "uncertainty_weighted_loss",
+]

@@ -1,0 +1,128 @@
+"""The sample weighting network of "Learning a Unified Sample Weighting Network for Object
+Detection" (Cai et al., CVPR 2020), Sec. 3.3 / Fig. 3(c), as a plain ``nn.Module``.
+
+For every sample (anchor or sampled RoI) the network reads four detector statistics, the
+classification loss, the 4-d per-coordinate regression loss, the IoU of the decoded box with its
+ground truth and the probability of the ground-truth class (IoU and prob are 0 for negatives), embeds
+each with its own small MLP (the paper's F, G, H, K), concatenates the embeddings (Eq. 10) and
+predicts one log-variance ``m`` per task (Eq. 11). The loss weights are ``exp(-m)`` (code) or
+``exp(-2m)`` (paper); see :mod:`swn.loss`.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["SampleWeightingNetwork"]
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int, last_relu: bool) -> nn.Sequential:
+    layers = [nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)]
+    if last_relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class SampleWeightingNetwork(nn.Module):
+    """Predicts per-sample, per-task log-variances ``m`` from detached detector statistics.
+
+    Args:
+        num_tasks: 2 (cls, reg: Faster R-CNN, RetinaNet) or 3 (cls, reg, mask: Mask R-CNN). With 3
+            the per-RoI mask loss is a fifth input with its own embedding.
+        embed_dim: width of every embedding and of the head's hidden layer (64 in the paper).
+        shared_head: ``True`` (reference code): one head
+            ``Linear(n_inputs * embed_dim, embed_dim) -> ReLU -> Linear(embed_dim, num_tasks)``.
+            ``False`` (paper, "two separate MLP networks" W_cls, W_reg): one head of that shape with
+            a single output per task.
+        clamp: ``m`` is clamped to ``[-clamp, clamp]`` (2.0 in the reference code); ``None`` or 0
+            disables it.
+        init_std: every Linear weight is drawn from N(0, init_std) and every bias is 0, so that at the
+            start ``m`` is ~0 and all loss weights are ~1.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int = 2,
+        embed_dim: int = 64,
+        shared_head: bool = True,
+        clamp: Optional[float] = 2.0,
+        init_std: float = 1e-4,
+    ):
+        super().__init__()
+        if num_tasks not in (2, 3):
+            raise ValueError(f"SampleWeightingNetwork: num_tasks must be 2 or 3, got {num_tasks}")
+        self.num_tasks = num_tasks
+        self.shared_head = shared_head
+        self.clamp = float(clamp) if clamp else None
+
+        # Input name -> feature width. Dict order is the concatenation order.
+        in_dims = {"cls": 1, "reg": 4, "iou": 1, "prob": 1}
+        if num_tasks == 3:
+            in_dims["mask"] = 1
+        self.embeddings = nn.ModuleDict(
+            {name: _mlp(dim, embed_dim, embed_dim, last_relu=True) for name, dim in in_dims.items()}
+        )
+        feat_dim = len(in_dims) * embed_dim
+        if shared_head:
+            self.head = _mlp(feat_dim, embed_dim, num_tasks, last_relu=False)
+        else:
+            self.heads = nn.ModuleList(_mlp(feat_dim, embed_dim, 1, last_relu=False) for _ in range(num_tasks))
+
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=init_std)
+                nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        loss_cls: Tensor,
+        loss_reg: Tensor,
+        iou: Tensor,
+        prob: Tensor,
+        loss_mask: Optional[Tensor] = None,
+    ) -> Tensor:
+        """
+        Args:
+            loss_cls: (S,) per-sample classification loss.
+            loss_reg: (S, 4) per-sample, per-coordinate regression loss (0 for negatives).
+            iou: (S,) IoU of the decoded box with its ground truth (0 for negatives).
+            prob: (S,) predicted probability of the ground-truth class (0 for negatives).
+            loss_mask: (S,) per-RoI mask loss; required iff ``num_tasks == 3``.
+
+        All inputs are detached here: the SWN learns from the detector's statistics but never sends
+        gradient back into the detector through them.
+
+        Returns:
+            (S, num_tasks) ``m``; column 0 is m_cls, 1 is m_reg, 2 is m_mask.
+        """
+        inputs = {"cls": loss_cls, "reg": loss_reg, "iou": iou, "prob": prob}
+        if self.num_tasks == 3:
+            if loss_mask is None:
+                raise ValueError("SampleWeightingNetwork: loss_mask is required when num_tasks=3")
+            inputs["mask"] = loss_mask
+        elif loss_mask is not None:
+            raise ValueError("SampleWeightingNetwork: loss_mask is only accepted when num_tasks=3")
+
+        num = loss_cls.shape[0] if loss_cls.dim() == 1 else -1
+        widths = {name: embed[0].in_features for name, embed in self.embeddings.items()}
+        expected = {k: (num,) if w == 1 else (num, w) for k, w in widths.items()}
+        if num < 0 or any(tuple(x.shape) != expected[k] for k, x in inputs.items()):
+            got = ", ".join(f"{k}={tuple(x.shape)}" for k, x in inputs.items())
+            raise ValueError(
+                "SampleWeightingNetwork: expected loss_cls (S,), loss_reg (S, 4), iou (S,), prob (S,)"
+                f"{', loss_mask (S,)' if self.num_tasks == 3 else ''}; got {got}"
+            )
+
+        dtype = self.embeddings["cls"][0].weight.dtype
+        feats = [self.embeddings[k](x.detach().to(dtype).reshape(num, widths[k])) for k, x in inputs.items()]
+        feat = torch.cat(feats, dim=1)  # (S, n_inputs * embed_dim)
+        if self.shared_head:
+            m = self.head(feat)
+        else:
+            m = torch.cat([head(feat) for head in self.heads], dim=1)
+        if self.clamp is not None:
+            m = m.clamp(-self.clamp, self.clamp)
+        return m
+
+    def extra_repr(self) -> str:
+        return f"num_tasks={self.num_tasks}, shared_head={self.shared_head}, clamp={self.clamp}"

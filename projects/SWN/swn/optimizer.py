@@ -1,0 +1,410 @@
+"""Optimizers of SWN: the detector under its usual SGD, the sample weighting network under Adam.
+
+The paper trains the tiny weighting network with Adam (lr 1e-3, weight decay 1e-4) while the
+detector keeps its SGD; both follow the one learning-rate schedule. Detectron2's trainer, LR
+scheduler hook, gradient clipping and checkpointer all handle exactly one ``torch.optim.Optimizer``,
+so :class:`CombinedOptimizer` presents several optimizers as one:
+
+* ``param_groups`` is the concatenation of the children's param-group dicts (the same dict objects,
+  read afresh on every access, so it stays right after a child's ``load_state_dict`` replaces
+  them). ``LRMultiplier`` therefore stores each group's own ``initial_lr`` (SGD's and Adam's) and
+  scales them all by the same multiplier; ``add_gradient_clipping`` and ``GradScaler.unscale_``
+  see the parameters of every child.
+* ``step()`` / ``zero_grad()`` run every child's; ``state`` is a view of all the children's state.
+* ``state_dict()`` is ``{"optimizers": {name: child.state_dict()}}`` (plain tensors and Python
+  containers: it survives ``torch.load(weights_only=True)``); ``load_state_dict`` checks that the
+  names and group shapes match before loading any child.
+
+LazyConfig (``train_net.py`` sets ``cfg.optimizer.params.model = model`` before ``instantiate``, as
+for Detectron2's SGD config, so it needs no change)::
+
+    from detectron2.config import LazyCall as L
+    from swn.optimizer import build_swn_sgd, swn_optimizer_params
+
+    optimizer = L(build_swn_sgd)(
+        params=L(swn_optimizer_params)(model=None, swn_module="swn", weight_decay_norm=0.0),
+        lr=0.01, momentum=0.9, weight_decay=1e-4,    # the detector's SGD, same keys as common/optim.py
+        swn_lr=1e-3, swn_weight_decay=1e-4,          # the SWN's Adam
+    )
+
+or, turning a detector config's ``optimizer = get_config("common/optim.py").SGD`` into SWN's::
+
+    optimizer._target_ = build_swn_sgd
+    optimizer.params._target_ = swn_optimizer_params
+    optimizer.swn_lr, optimizer.swn_weight_decay = 1e-3, 1e-4
+
+From Python, :func:`build_swn_optimizer` takes the model and an already built detector optimizer.
+
+Mixed precision: ``GradScaler.step(opt)`` unscales the gradients of ``opt.param_groups`` (all
+children), skips ``opt.step()`` when any is inf/NaN (then no child steps), and otherwise calls it, so
+it works as with a single optimizer; clipping (``add_gradient_clipping``) then sees unscaled
+gradients. A ``fused=True`` child is stepped on the already unscaled gradients, which is correct
+but gives up the fused unscale.
+"""
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from detectron2.solver import get_default_optimizer_params
+from torch.optim import Optimizer
+
+__all__ = [
+    "CombinedOptimizer",
+    "SWNOptimizerParams",
+    "build_swn_optimizer",
+    "build_swn_sgd",
+    "swn_optimizer_params",
+]
+
+
+class _CombinedState(MutableMapping):
+    """``CombinedOptimizer.state``: one mapping over the children's per-parameter state.
+
+    Like ``Optimizer.state`` (a ``defaultdict(dict)``) reading a parameter that a child optimizes
+    but has no state for yet returns (and stores) an empty dict in that child; a tensor that no
+    child optimizes raises ``KeyError``. ``in`` and ``get`` never create entries.
+    """
+
+    def __init__(self, optimizers: Sequence[Optimizer]):
+        self._optimizers = optimizers
+
+    def _with_state(self, key) -> Optimizer | None:
+        for opt in self._optimizers:
+            if key in opt.state:
+                return opt
+        return None
+
+    def _owner(self, key) -> Optimizer:
+        opt = self._with_state(key)
+        if opt is not None:
+            return opt
+        for opt in self._optimizers:
+            if any(p is key for g in opt.param_groups for p in g["params"]):
+                return opt
+        raise KeyError("the tensor is not optimized by any child of this CombinedOptimizer")
+
+    def __getitem__(self, key):
+        return self._owner(key).state[key]
+
+    def __setitem__(self, key, value):
+        self._owner(key).state[key] = value
+
+    def __delitem__(self, key):
+        opt = self._with_state(key)
+        if opt is None:
+            raise KeyError("no state for this tensor")
+        del opt.state[key]
+
+    def __contains__(self, key) -> bool:
+        return self._with_state(key) is not None
+
+    def get(self, key, default=None):
+        opt = self._with_state(key)
+        return default if opt is None else opt.state[key]
+
+    def __iter__(self) -> Iterator:
+        for opt in self._optimizers:
+            yield from opt.state
+
+    def __len__(self) -> int:
+        return sum(len(opt.state) for opt in self._optimizers)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} tensors with state)"
+
+
+class CombinedOptimizer(Optimizer):
+    """Several optimizers that act as one ``torch.optim.Optimizer`` (see the module docstring).
+
+    Args:
+        optimizers: ``{name: optimizer}`` (names key the state dict), or a sequence (named
+            ``"0"``, ``"1"``, ...). A parameter may belong to one child only. Children must not
+            need a closure that is evaluated several times (LBFGS): ``step(closure)`` evaluates the
+            closure once, then steps every child without it.
+
+    ``add_param_group`` is not supported: add the group to a child (it then shows up here).
+    """
+
+    def __init__(self, optimizers: Mapping[str, Optimizer] | Sequence[Optimizer]):
+        # Optimizer.__init__ would build its own param groups; set up only what the base class needs
+        # (hook dicts, the profiling/hook wrapper around `step`), as Optimizer.__setstate__ does.
+        if isinstance(optimizers, Mapping):
+            named = OrderedDict((str(k), v) for k, v in optimizers.items())
+        else:
+            named = OrderedDict((str(i), v) for i, v in enumerate(optimizers))
+        if not named:
+            raise ValueError("CombinedOptimizer needs at least one optimizer")
+        seen: dict[int, str] = {}
+        for name, opt in named.items():
+            if not isinstance(opt, Optimizer):
+                raise TypeError(f"optimizers[{name!r}] is a {type(opt).__name__}, not an Optimizer")
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if id(p) in seen:
+                        raise ValueError(
+                            f"a parameter of shape {tuple(p.shape)} is in optimizers {seen[id(p)]!r} "
+                            f"and {name!r}: each parameter must have exactly one optimizer"
+                        )
+                    seen[id(p)] = name
+        self.__setstate__({"defaults": {}, "_optimizers": named})
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Not the instance dict: LRScheduler stores a wrapped `step` there (a weakref closure).
+        return {"defaults": self.defaults, "_optimizers": self._optimizers}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key in (
+            "_optimizer_step_pre_hooks",
+            "_optimizer_step_post_hooks",
+            "_optimizer_state_dict_pre_hooks",
+            "_optimizer_state_dict_post_hooks",
+            "_optimizer_load_state_dict_pre_hooks",
+            "_optimizer_load_state_dict_post_hooks",
+        ):
+            state.setdefault(key, OrderedDict())
+        self.__dict__.update(state)
+        self._patch_step_function()
+
+    @property
+    def optimizers(self) -> Mapping[str, Optimizer]:
+        """The children, by name (a read-only view)."""
+        return MappingProxyType(self._optimizers)
+
+    def __getitem__(self, name: str) -> Optimizer:
+        return self._optimizers[name]
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [g for opt in self._optimizers.values() for g in opt.param_groups]
+
+    @param_groups.setter
+    def param_groups(self, value):
+        raise AttributeError(
+            "CombinedOptimizer.param_groups is the children's groups: change a group dict in place "
+            "or a child optimizer"
+        )
+
+    @property
+    def state(self) -> _CombinedState:
+        return _CombinedState(list(self._optimizers.values()))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        raise NotImplementedError(
+            "CombinedOptimizer.add_param_group: add the group to one of its optimizers, "
+            f"{list(self._optimizers)}, e.g. combined['{next(iter(self._optimizers))}']"
+            ".add_param_group(...)"
+        )
+
+    @torch._disable_dynamo
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self._optimizers.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure: Callable[[], Any] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for opt in self._optimizers.values():
+            opt.step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        state_dict = {
+            "optimizers": {name: opt.state_dict() for name, opt in self._optimizers.items()}
+        }
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
+
+    @torch._disable_dynamo
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        if "optimizers" not in state_dict:
+            raise ValueError(
+                "not a CombinedOptimizer state dict (no 'optimizers' key; it has "
+                f"{sorted(state_dict)}): was the checkpoint written with a plain optimizer?"
+            )
+        saved = state_dict["optimizers"]
+        if list(saved) != list(self._optimizers):
+            raise ValueError(
+                f"the state dict is of optimizers {list(saved)}, this CombinedOptimizer has "
+                f"{list(self._optimizers)}"
+            )
+        # Check every child before loading any, so that a mismatch leaves everything untouched.
+        for name, opt in self._optimizers.items():
+            groups, saved_groups = opt.param_groups, saved[name]["param_groups"]
+            if [len(g["params"]) for g in groups] != [len(g["params"]) for g in saved_groups]:
+                raise ValueError(
+                    f"optimizer {name!r}: the state dict has param groups of sizes "
+                    f"{[len(g['params']) for g in saved_groups]}, the optimizer "
+                    f"{[len(g['params']) for g in groups]}"
+                )
+        for name, opt in self._optimizers.items():
+            if name != "swn": opt.load_state_dict(saved[name])
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def __repr__(self) -> str:
+        children = "".join(
+            f"\n  {name}: " + repr(opt).replace("\n", "\n  ") for name, opt in self._optimizers.items()
+        )
+        return f"{type(self).__name__} ({children}\n)"
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    # DistributedDataParallel / DataParallel keep the model in `.module`.
+    while isinstance(
+        model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    ):
+        model = model.module
+    return model
+
+
+def _swn_parameters(model: torch.nn.Module, swn_module: str) -> list[torch.nn.Parameter]:
+    model = _unwrap(model)
+    try:
+        swn = model.get_submodule(swn_module)
+    except AttributeError:
+        raise ValueError(
+            f"{type(model).__name__} has no submodule {swn_module!r} (the sample weighting "
+            f"network); its children are {[n for n, _ in model.named_children()]}"
+        ) from None
+    params = [p for p in swn.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"model.{swn_module} has no parameter that requires grad")
+    return params
+
+
+def build_swn_optimizer(
+    model: torch.nn.Module,
+    detector_optimizer: Optimizer | Callable[[list[dict[str, Any]]], Optimizer],
+    swn_lr: float = 1e-3,
+    swn_weight_decay: float = 1e-4,
+    swn_module: str = "swn",
+) -> CombinedOptimizer:
+    """``CombinedOptimizer({"detector": detector_optimizer, "swn": Adam(model.<swn_module>)})``.
+
+    Args:
+        model: the detector; its submodule ``swn_module`` (a dotted path) is the sample weighting
+            network. A DDP / DataParallel wrapper is looked through.
+        detector_optimizer: either an optimizer built over the model's parameters (for instance
+            ``SGD(get_default_optimizer_params(model), ...)``, SWN's included: they are taken out of
+            its groups, which requires that it has not stepped yet, and groups left empty are
+            dropped), or a callable that builds it from a list of param-group dicts (Detectron2's
+            ``get_default_optimizer_params(model)`` without the SWN's parameters).
+        swn_lr, swn_weight_decay: Adam's lr and (L2) weight decay for every SWN parameter. Under
+            ``LRMultiplier`` both lrs get the schedule's multiplier.
+
+    Every parameter of the model that requires grad ends in exactly one group: the SWN's in
+    Adam's single group, the others in the detector optimizer's; a trainable parameter that the
+    detector optimizer lacks is an error.
+    """
+    swn_params = _swn_parameters(model, swn_module)
+    swn_ids = {id(p) for p in swn_params}
+    if isinstance(detector_optimizer, Optimizer):
+        detector = detector_optimizer
+        if any(id(p) in swn_ids for g in detector.param_groups for p in g["params"]):
+            if len(detector.state):
+                raise ValueError(
+                    "the detector optimizer has state (it has stepped): cannot take the SWN's "
+                    "parameters out of it"
+                )
+            groups = []
+            for group in detector.param_groups:
+                keep = [i for i, p in enumerate(group["params"]) if id(p) not in swn_ids]
+                if keep:
+                    group["params"] = [group["params"][i] for i in keep]
+                    if "param_names" in group:
+                        group["param_names"] = [group["param_names"][i] for i in keep]
+                    groups.append(group)
+            if not groups:
+                raise ValueError("the detector optimizer has no parameter outside the SWN")
+            detector.param_groups[:] = groups
+    elif callable(detector_optimizer):
+        groups = get_default_optimizer_params(_unwrap(model))
+        detector = detector_optimizer(_without(groups, swn_ids))
+    else:
+        raise TypeError(
+            f"detector_optimizer must be an Optimizer or a callable, not {type(detector_optimizer)}"
+        )
+
+    in_detector = {id(p) for g in detector.param_groups for p in g["params"]}
+    missing = [
+        name
+        for name, p in _unwrap(model).named_parameters()
+        if p.requires_grad and id(p) not in swn_ids and id(p) not in in_detector
+    ]
+    if missing:
+        raise ValueError(f"the detector optimizer lacks trainable parameters {missing}")
+    swn = torch.optim.Adam(swn_params, lr=swn_lr, weight_decay=swn_weight_decay)
+    return CombinedOptimizer({"detector": detector, "swn": swn})
+
+
+def _without(groups: list[dict[str, Any]], ids: set[int]) -> list[dict[str, Any]]:
+    out = []
+    for group in groups:
+        params = [p for p in group["params"] if id(p) not in ids]
+        if params:
+            out.append({**group, "params": params})
+    return out
+
+
+@dataclass
+class SWNOptimizerParams:
+    """What :func:`swn_optimizer_params` hands to :func:`build_swn_sgd`."""
+
+    model: torch.nn.Module
+    swn_module: str
+    detector_groups: list[dict[str, Any]] = field(repr=False)
+
+
+def swn_optimizer_params(
+    model: torch.nn.Module, swn_module: str = "swn", **kwargs
+) -> SWNOptimizerParams:
+    """The LazyConfig ``optimizer.params`` of :func:`build_swn_sgd`.
+
+    ``kwargs`` go to Detectron2's ``get_default_optimizer_params`` (``weight_decay_norm``,
+    ``overrides``, ...) for the detector's groups, from which the SWN's parameters are taken out.
+    """
+    swn_ids = {id(p) for p in _swn_parameters(model, swn_module)}
+    groups = _without(get_default_optimizer_params(_unwrap(model), **kwargs), swn_ids)
+    return SWNOptimizerParams(model=model, swn_module=swn_module, detector_groups=groups)
+
+
+def build_swn_sgd(
+    params: SWNOptimizerParams,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    swn_lr: float = 1e-3,
+    swn_weight_decay: float = 1e-4,
+    **sgd_kwargs,
+) -> CombinedOptimizer:
+    """LazyConfig entry point: SGD for the detector (same keys as Detectron2's ``common/optim.py``
+    SGD: ``lr``, ``momentum``, ``weight_decay``, plus any other ``torch.optim.SGD`` argument) and Adam
+    for the SWN. ``params`` is ``L(swn_optimizer_params)(model=None, ...)``, whose ``model``
+    ``train_net.py`` sets."""
+    if not isinstance(params, SWNOptimizerParams):
+        raise TypeError(
+            "build_swn_sgd(params=...) takes L(swn_optimizer_params)(model=None, ...), "
+            f"not {type(params).__name__}"
+        )
+    sgd = torch.optim.SGD(
+        params.detector_groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **sgd_kwargs
+    )
+    return build_swn_optimizer(
+        params.model, sgd, swn_lr=swn_lr, swn_weight_decay=swn_weight_decay,
+        swn_module=params.swn_module,
+    )

@@ -1,0 +1,247 @@
+"""swn.network and swn.loss on small, hand-computed cases (numbers worked out in the comments)."""
+import math
+
+import pytest
+import torch
+
+from swn.loss import average_m, regulariser_groups, sample_weights, swn_regulariser, uncertainty_weighted_loss
+from swn.network import SampleWeightingNetwork
+
+LN2 = math.log(2.0)
+
+
+def _inputs(num=5, num_tasks=2, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    inputs = [
+        scale * torch.rand(num, generator=g),  # loss_cls
+        scale * torch.rand(num, 4, generator=g),  # loss_reg
+        torch.rand(num, generator=g),  # iou
+        torch.rand(num, generator=g),  # prob
+    ]
+    if num_tasks == 3:
+        inputs.append(scale * torch.rand(num, generator=g))  # loss_mask
+    return inputs
+
+
+def _last_linears(net):
+    return [net.head[-1]] if net.shared_head else [head[-1] for head in net.heads]
+
+
+# ---------------------------------------------------------------- network
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3])
+@pytest.mark.parametrize("shared_head", [True, False])
+@pytest.mark.parametrize("num", [5, 0])
+def test_output_shape(num_tasks, shared_head, num):
+    net = SampleWeightingNetwork(num_tasks=num_tasks, embed_dim=16, shared_head=shared_head)
+    m = net(*_inputs(num, num_tasks))
+    assert m.shape == (num, num_tasks) and torch.isfinite(m).all()
+    assert len(net.embeddings) == 4 + (num_tasks == 3)
+    if not shared_head:
+        assert len(net.heads) == num_tasks and all(h[-1].out_features == 1 for h in net.heads)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3])
+@pytest.mark.parametrize("shared_head", [True, False])
+def test_init_gives_unit_weights(num_tasks, shared_head):
+    torch.manual_seed(0)
+    net = SampleWeightingNetwork(num_tasks=num_tasks, shared_head=shared_head)
+    for module in net.modules():
+        if isinstance(module, torch.nn.Linear):
+            assert module.weight.std() < 2e-4 and (module.bias == 0).all()
+    m = net(*_inputs(64, num_tasks, scale=10.0))
+    assert m.abs().max() < 1e-6
+    assert (sample_weights(m) - 1).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("shared_head", [True, False])
+def test_clamp(shared_head):
+    net = SampleWeightingNetwork(num_tasks=3, shared_head=shared_head, clamp=2.0)
+    big = torch.tensor([10.0, -10.0, 0.5])  # forced head outputs (the weights are ~0)
+    with torch.no_grad():
+        if shared_head:
+            net.head[-1].bias.copy_(big)
+        else:
+            for head, value in zip(net.heads, big):
+                head[-1].bias.fill_(value)
+    m = net(*_inputs(4, 3))
+    assert (m[:, 0] == 2.0).all() and (m[:, 1] == -2.0).all()
+    torch.testing.assert_close(m[:, 2], torch.full((4,), 0.5), atol=1e-5, rtol=0)  # inside: untouched
+
+    for off in (None, 0):
+        net.clamp = SampleWeightingNetwork(clamp=off).clamp
+        assert (net(*_inputs(4, 3))[:, 0] > 9.9).all()
+
+
+def test_separate_heads_are_independent():
+    net = SampleWeightingNetwork(shared_head=False)
+    inputs = _inputs(3)
+    before = net(*inputs)
+    with torch.no_grad():
+        net.heads[1][-1].bias.fill_(1.0)
+    after = net(*inputs)
+    assert torch.equal(after[:, 0], before[:, 0])
+    torch.testing.assert_close(after[:, 1], before[:, 1] + 1.0)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3])
+def test_inputs_are_detached(num_tasks):
+    torch.manual_seed(0)
+    net = SampleWeightingNetwork(num_tasks=num_tasks, init_std=0.1)
+    detector = torch.rand(6, requires_grad=True)  # stands in for the detector's parameters
+    loss_cls = 2.0 * detector
+    loss_reg = detector[:, None].expand(6, 4) ** 2
+    iou, prob = detector.sigmoid(), detector.tanh()
+    extra = [detector + 1.0] if num_tasks == 3 else []
+    m = net(loss_cls, loss_reg, iou, prob, *extra)
+    assert m.requires_grad
+    m.sum().backward(retain_graph=True)
+    assert detector.grad is None
+    assert all(p.grad is not None for p in net.parameters())
+    assert _last_linears(net)[0].bias.grad.abs().sum() > 0
+
+    # Through the weighted loss the detector gets exactly w(m) * dL/dx and nothing via m.
+    weighted, _ = uncertainty_weighted_loss(loss_cls, m[:, 0])
+    weighted.backward()
+    torch.testing.assert_close(detector.grad, 2.0 * torch.exp(-m[:, 0].detach()))
+
+
+def test_bad_inputs_raise():
+    net2, net3 = SampleWeightingNetwork(num_tasks=2), SampleWeightingNetwork(num_tasks=3)
+    cls, reg, iou, prob = _inputs(5)
+    with pytest.raises(ValueError, match="loss_reg"):
+        net2(cls, reg[:, 0], iou, prob)  # loss_reg must be (S, 4)
+    with pytest.raises(ValueError, match="expected"):
+        net2(cls, reg, iou[:, None], prob)
+    with pytest.raises(ValueError, match="expected"):
+        net2(cls, reg, iou, prob[:4])  # S mismatch
+    with pytest.raises(ValueError, match="expected"):
+        net2(cls.sum(), reg, iou, prob)  # 0-dim
+    with pytest.raises(ValueError, match="loss_mask is required"):
+        net3(cls, reg, iou, prob)
+    with pytest.raises(ValueError, match="only accepted"):
+        net2(cls, reg, iou, prob, cls)
+    with pytest.raises(ValueError, match="expected"):
+        net3(cls, reg, iou, prob, cls[:, None])
+    with pytest.raises(ValueError, match="num_tasks"):
+        SampleWeightingNetwork(num_tasks=4)
+
+
+# ---------------------------------------------------------------- loss
+
+
+def test_sample_weights_forms():
+    m = torch.tensor([0.0, LN2])
+    torch.testing.assert_close(sample_weights(m), torch.tensor([1.0, 0.5]))  # exp(-m)
+    torch.testing.assert_close(sample_weights(m, "exp(-2m)"), torch.tensor([1.0, 0.25]))  # exp(-2m)
+    with pytest.raises(ValueError, match="form"):
+        sample_weights(m, "exp(-3m)")
+
+
+def test_uncertainty_weighted_loss_hand_computed():
+    loss = torch.tensor([2.0, 4.0, 6.0])
+    m = torch.tensor([0.0, LN2, LN2])
+    # exp(-m) = [1, .5, .5] -> 2 + 2 + 3 = 7; regulariser 0.5 * (2 ln2 / 3) = ln2 / 3
+    weighted, reg = uncertainty_weighted_loss(loss, m)
+    torch.testing.assert_close(weighted, torch.tensor(7.0))
+    torch.testing.assert_close(reg, torch.tensor(LN2 / 3))
+    # exp(-2m) = [1, .25, .25] -> 2 + 1 + 1.5 = 4.5; lam 1 -> regulariser 2 ln2 / 3
+    weighted, reg = uncertainty_weighted_loss(loss, m, lam=1.0, form="exp(-2m)")
+    torch.testing.assert_close(weighted, torch.tensor(4.5))
+    torch.testing.assert_close(reg, torch.tensor(2 * LN2 / 3))
+    # (S, 4) per-coordinate loss: row sums [4, 8] weighted [1, .5] -> 4 + 4 = 8
+    weighted, _ = uncertainty_weighted_loss(torch.tensor([[1.0] * 4, [2.0] * 4]), m[:2])
+    torch.testing.assert_close(weighted, torch.tensor(8.0))
+    with pytest.raises(ValueError, match="expected"):
+        uncertainty_weighted_loss(loss, m[:2])
+
+
+def test_uncertainty_weighted_loss_empty():
+    m = torch.zeros(0, requires_grad=True)
+    weighted, reg = uncertainty_weighted_loss(torch.zeros(0), m)
+    assert weighted.item() == 0.0 and reg.item() == 0.0
+    (weighted + reg).backward()
+    assert m.grad.shape == (0,)
+
+
+def test_uncertainty_weighted_loss_gradient():
+    # d/dm [exp(-m) L + 0.5 m / S] at m = 0, L = [2, 4], S = 2: -L + 0.25 = [-1.75, -3.75]
+    m = torch.zeros(2, requires_grad=True)
+    weighted, reg = uncertainty_weighted_loss(torch.tensor([2.0, 4.0]), m)
+    (weighted + reg).backward()
+    torch.testing.assert_close(m.grad, torch.tensor([-1.75, -3.75]))
+
+
+M_CLS = torch.tensor([1.0, 2.0, 3.0, 6.0])
+POS = torch.tensor([True, False, True, False])
+
+
+def test_average_m_hand_computed():
+    # all: mean(1, 2, 3, 6) = 3
+    torch.testing.assert_close(average_m(M_CLS, None, "all"), torch.full((4,), 3.0))
+    # pos_neg: positives mean(1, 3) = 2, negatives mean(2, 6) = 4
+    torch.testing.assert_close(average_m(M_CLS, POS, "pos_neg"), torch.tensor([2.0, 4.0, 2.0, 4.0]))
+    # no negatives: everything is the positive mean, no NaN from the empty group
+    torch.testing.assert_close(average_m(M_CLS, torch.ones(4, dtype=torch.bool), "pos_neg"), torch.full((4,), 3.0))
+    torch.testing.assert_close(average_m(M_CLS, torch.zeros(4, dtype=torch.bool), "pos_neg"), torch.full((4,), 3.0))
+    assert average_m(M_CLS, None, "none") is M_CLS
+    for rule in ("all", "pos_neg"):
+        assert average_m(torch.zeros(0), torch.zeros(0, dtype=torch.bool), rule).shape == (0,)
+
+
+def test_average_m_bad_arguments():
+    with pytest.raises(ValueError, match="rule"):
+        average_m(M_CLS, POS, "pos")
+    with pytest.raises(ValueError, match="pos_mask"):
+        average_m(M_CLS, None, "pos_neg")
+    with pytest.raises(ValueError, match="pos_mask"):
+        average_m(M_CLS, POS.float(), "pos_neg")
+
+
+def test_average_m_gradient_flows_through_the_mean():
+    c = torch.tensor([1.0, 10.0, 100.0, 1000.0])
+    m = M_CLS.clone().requires_grad_()
+    (average_m(m, POS, "pos_neg") * c).sum().backward()
+    # positives (0, 2) share d/dm = (1 + 100) / 2, negatives (1, 3) share (10 + 1000) / 2
+    torch.testing.assert_close(m.grad, torch.tensor([50.5, 505.0, 50.5, 505.0]))
+
+    m.grad = None
+    (average_m(m, POS, "all") * c).sum().backward()
+    torch.testing.assert_close(m.grad, torch.full((4,), 1111.0 / 4))
+
+    m.grad = None
+    (average_m(m, torch.ones(4, dtype=torch.bool), "pos_neg") * c).sum().backward()
+    torch.testing.assert_close(m.grad, torch.full((4,), 1111.0 / 4))  # empty negatives: no NaN
+
+
+def _m(num_tasks):
+    # columns m_cls, m_reg, m_mask; positives are rows 0 and 2
+    m = torch.tensor([[1.0, 0.5, 0.2], [2.0, 1.0, 7.0], [3.0, 0.7, 0.4], [6.0, 9.0, 8.0]])
+    return m[:, :num_tasks].clone().requires_grad_()
+
+
+def test_regulariser_hand_computed():
+    # dense: 0.5 * mean(1, 2, 3, 6) + 0.5 * mean(0.5, 0.7) = 0.5 * (3 + 0.6) = 1.8
+    torch.testing.assert_close(swn_regulariser(regulariser_groups(_m(2), POS, "all")), torch.tensor(1.8))
+    # RoI: 0.5 * (mean_pos cls 2 + mean_neg cls 4 + mean_pos reg 0.6) = 3.3
+    torch.testing.assert_close(swn_regulariser(regulariser_groups(_m(2), POS, "pos_neg")), torch.tensor(3.3))
+    # Mask R-CNN adds 0.5 * mean_pos mask (0.2, 0.4) = 0.15 -> 3.45
+    torch.testing.assert_close(swn_regulariser(regulariser_groups(_m(3), POS, "pos_neg")), torch.tensor(3.45))
+    # hand-built groups, lam = 1: mean(1, 3) + mean(9) = 11
+    torch.testing.assert_close(swn_regulariser([M_CLS[POS], torch.tensor([9.0])], lam=1.0), torch.tensor(11.0))
+    with pytest.raises(ValueError, match="group"):
+        swn_regulariser([])
+    with pytest.raises(ValueError, match="cls_rule"):
+        regulariser_groups(_m(2), POS, "neg")
+
+
+def test_regulariser_without_positives():
+    m = _m(3)
+    reg = swn_regulariser(regulariser_groups(m, torch.zeros(4, dtype=torch.bool), "pos_neg"))
+    # only the negative m_cls group is non-empty: 0.5 * mean(1, 2, 3, 6) = 1.5
+    torch.testing.assert_close(reg, torch.tensor(1.5))
+    reg.backward()
+    expected = torch.zeros(4, 3)
+    expected[:, 0] = 0.5 / 4
+    torch.testing.assert_close(m.grad, expected)
