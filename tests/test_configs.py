@@ -33,6 +33,11 @@ def test_config_loads_and_builds_a_model(path):
     out = os.path.join(os.environ["DETKIT_CACHE"], "cfg-" + os.path.basename(path) + ".yaml")
     LazyConfig.save(cfg, out)
     assert os.path.getsize(out) > 0
+    cfg.optimizer.params.model = model  # as train_net.py does
+    optimizer = instantiate(cfg.optimizer)
+    in_optimizer = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    trainable = [id(p) for p in model.parameters() if p.requires_grad]
+    assert sorted(in_optimizer) == sorted(trainable)  # every trainable parameter exactly once
 
 
 def test_coco_baselines_match_upstream_model_zoo():

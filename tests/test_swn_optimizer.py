@@ -7,13 +7,14 @@ import warnings
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import SimpleTrainer, hooks
 from detectron2.engine.train_loop import HookBase
 from detectron2.solver import LRMultiplier, WarmupParamScheduler, get_default_optimizer_params
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 from torch import nn
 
-from detkit.engine import add_gradient_clipping
+from detkit.engine import add_gradient_clipping, apply_overrides_strict
 from swn.optimizer import (
     CombinedOptimizer,
     build_swn_optimizer,
@@ -74,6 +75,10 @@ def _ids(params):
     return [id(p) for p in params]
 
 
+def _all_params(opt):
+    return [p for g in opt.param_groups for p in g["params"]]
+
+
 def _swn_ids(model):
     return set(_ids(model.swn.parameters()))
 
@@ -92,8 +97,7 @@ def test_every_parameter_in_exactly_one_group(how):
             model, lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=1e-4)
         )
     assert isinstance(opt, CombinedOptimizer) and isinstance(opt, torch.optim.Optimizer)
-    in_groups = [id(p) for g in opt.param_groups for p in g["params"]]
-    assert sorted(in_groups) == sorted(_ids(model.parameters()))  # all, and each once
+    assert sorted(_ids(_all_params(opt))) == sorted(_ids(model.parameters()))  # all, each once
 
     sgd, adam = opt["detector"], opt["swn"]
     assert type(sgd) is torch.optim.SGD and type(adam) is torch.optim.Adam
@@ -113,11 +117,55 @@ def test_every_parameter_in_exactly_one_group(how):
     assert adam.param_groups[-1]["lr"] == 0.5
 
 
+LAZY_CONFIGS = {
+    "explicit": """
+from detectron2.config import LazyCall as L
+from swn.optimizer import build_swn_sgd, swn_optimizer_params
+
+optimizer = L(build_swn_sgd)(
+    params=L(swn_optimizer_params)(model=None, swn_module="swn", weight_decay_norm=0.0),
+    lr=0.01, momentum=0.9, weight_decay=1e-4, swn_lr=1e-3, swn_weight_decay=1e-4,
+)
+""",
+    "from_detector_sgd": """
+from detectron2.model_zoo import get_config
+from swn.optimizer import build_swn_sgd, swn_optimizer_params
+
+optimizer = get_config("common/optim.py").SGD
+optimizer.lr = 0.01
+optimizer._target_ = build_swn_sgd
+optimizer.params._target_ = swn_optimizer_params
+optimizer.swn_lr = 1e-3
+optimizer.swn_weight_decay = 1e-4
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAZY_CONFIGS))
+def test_lazy_config_with_train_net_convention(tmp_path, name):
+    path = tmp_path / "cfg.py"
+    path.write_text(LAZY_CONFIGS[name])
+    overrides = ["optimizer.lr=0.02", "optimizer.swn_lr=0.002"]
+    cfg = apply_overrides_strict(LazyConfig.load(str(path)), overrides)
+    LazyConfig.save(cfg, str(tmp_path / "config.yaml"))  # as default_setup does
+    model = Toy()
+    cfg.optimizer.params.model = model  # train_net.py, unchanged
+    opt = instantiate(cfg.optimizer)
+    assert isinstance(opt, CombinedOptimizer)
+    assert {g["lr"] for g in opt["detector"].param_groups} == {0.02}
+    assert [(g["lr"], g["weight_decay"]) for g in opt["swn"].param_groups] == [(0.002, 1e-4)]
+    assert sorted(_ids(_all_params(opt))) == sorted(_ids(model.parameters()))
+    # the saved yaml names the functions by import path: it loads and builds as well
+    cfg = LazyConfig.load(str(tmp_path / "config.yaml"))
+    cfg.optimizer.params.model = Toy()
+    assert isinstance(instantiate(cfg.optimizer), CombinedOptimizer)
+
+
 def test_frozen_parameters_stay_out_and_errors_are_clear():
     model = Toy()
     model.backbone[0].weight.requires_grad_(False)
     opt = _build(model)
-    assert id(model.backbone[0].weight) not in {id(p) for g in opt.param_groups for p in g["params"]}
+    assert id(model.backbone[0].weight) not in _ids(_all_params(opt))
 
     with pytest.raises(ValueError, match="no submodule 'swn'"):
         _build(Toy(with_swn=False))
@@ -207,7 +255,8 @@ def test_state_view_and_closure():
     n_params = len(list(model.parameters()))
     assert len(opt.state) == n_params and set(map(id, opt.state)) == set(_ids(model.parameters()))
     assert "momentum_buffer" in opt.state[model.head.weight]
-    assert opt.state[model.swn[0].weight]["exp_avg"] is opt["swn"].state[model.swn[0].weight]["exp_avg"]
+    w = model.swn[0].weight
+    assert opt.state[w]["exp_avg"] is opt["swn"].state[w]["exp_avg"]
     assert opt.state.get(torch.zeros(1)) is None
     with pytest.raises(KeyError):
         opt.state[torch.zeros(1)]
@@ -277,10 +326,8 @@ def test_resume_equivalence_by_hand():
     sched = LRMultiplier(opt, _multiplier(), MAX_ITER)
     _train_steps(model, opt, sched, 3, batch)
     buf = io.BytesIO()
-    torch.save(
-        {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
-        buf,
-    )
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict()}, buf)
     buf.seek(0)
     ckpt = torch.load(buf, weights_only=True)
 
@@ -317,7 +364,7 @@ def _trainer(model, out_dir, crash=False):
 
 
 def test_resume_equivalence_through_detectron2_trainer(tmp_path):
-    """What `train_net.py --resume` does: SimpleTrainer + LRScheduler hook + DetectionCheckpointer."""
+    """What `train_net.py --resume` does: SimpleTrainer, LRScheduler hook, DetectionCheckpointer."""
     ref = Toy()
     trainer, _ = _trainer(ref, tmp_path / "ref")
     trainer.train(0, MAX_ITER)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from detectron2.engine import default_argument_parser
 
 import train_net
@@ -84,6 +85,23 @@ def test_clean_anchors_retinanet_trains_and_logs(tmp_path):
         assert m["clean_anchors/soft_labels_max"] == pytest.approx(1.0)
         assert 0.0 <= m["clean_anchors/loc_a_min"] <= m["clean_anchors/loc_a_max"] <= 1.0
     assert "AP50" in json.load(open(os.path.join(out, "eval_results.json")))["results"]["bbox"]
+
+
+@pytest.mark.parametrize(
+    "config", ["configs/Synthetic/swn_retinanet_mnv2_fpn.py", "configs/Synthetic/swn_faster_rcnn_mnv2_fpn.py"]
+)
+def test_swn_models_train_with_two_optimizers_and_resume(tmp_path, config):
+    out = str(tmp_path / "swn")
+    run_main(config, out, "train.max_iter=3")
+    steps = [m for m in read_metrics(out) if "total_loss" in m]
+    assert [m["iteration"] for m in steps] == [0, 1, 2]
+    for m in steps:
+        assert math.isfinite(m["total_loss"]) and math.isfinite(m["loss_swn_reg"])
+        assert "swn/cls_weight_pos" in m and "swn/m_reg_max" in m
+    ckpt = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=True)
+    assert set(ckpt["trainer"]["optimizer"]["optimizers"]) == {"detector", "swn"}
+    run_main(config, out, "train.max_iter=4", flags=["--resume"])
+    assert [m["iteration"] for m in read_metrics(out) if "total_loss" in m] == [0, 1, 2, 3]
 
 
 def _cli(*argv, timeout=300):

@@ -4,15 +4,21 @@ as a Detectron2 project.
 - :mod:`swn.network`: the sample weighting network;
 - :mod:`swn.loss`: the uncertainty-weighted loss, averaging rules and regulariser (pure functions);
 - :mod:`swn.weighting`: the switches a detector uses (which losses, form, lambda, on/off);
+- :mod:`swn.optimizer`: SGD for the detector + Adam for the SWN as one optimizer under one schedule;
 - :class:`SWNRetinaNet`, :class:`SWNFastRCNNOutputLayers`: thin Detectron2 subclasses.
 """
 from .fast_rcnn import SWNFastRCNNOutputLayers
 from .loss import average_m, regulariser_groups, sample_weights, swn_regulariser, uncertainty_weighted_loss
 from .network import SampleWeightingNetwork
+from .optimizer import CombinedOptimizer, build_swn_optimizer, build_swn_sgd, swn_optimizer_params
 from .retinanet import SWNRetinaNet
 from .weighting import SWNWeighting
 
 __all__ = [
+    "CombinedOptimizer",
+    "build_swn_optimizer",
+    "build_swn_sgd",
+    "swn_optimizer_params",
     "SWNFastRCNNOutputLayers",
     "SWNRetinaNet",
     "SWNWeighting",

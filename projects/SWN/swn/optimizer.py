@@ -23,8 +23,8 @@ for Detectron2's SGD config, so it needs no change)::
 
     optimizer = L(build_swn_sgd)(
         params=L(swn_optimizer_params)(model=None, swn_module="swn", weight_decay_norm=0.0),
-        lr=0.01, momentum=0.9, weight_decay=1e-4,    # the detector's SGD, same keys as common/optim.py
-        swn_lr=1e-3, swn_weight_decay=1e-4,          # the SWN's Adam
+        lr=0.01, momentum=0.9, weight_decay=1e-4,  # the detector's SGD (keys of common/optim.py)
+        swn_lr=1e-3, swn_weight_decay=1e-4,        # the SWN's Adam
     )
 
 or, turning a detector config's ``optimizer = get_config("common/optim.py").SGD`` into SWN's::
@@ -35,11 +35,17 @@ or, turning a detector config's ``optimizer = get_config("common/optim.py").SGD`
 
 From Python, :func:`build_swn_optimizer` takes the model and an already built detector optimizer.
 
+Resume: the children's groups carry ``initial_lr`` (set by ``LRMultiplier``) into the state dict, so
+``hooks.LRScheduler`` can rebuild ``LRMultiplier(last_iter=trainer.iter - 1)`` after
+``DetectionCheckpointer.resume_or_load(resume=True)``, and training continues bit-identically. As
+with any optimizer, add gradient clipping before an LR scheduler is built on it: the scheduler
+stores a wrapper of the then ``step`` on the instance, which a later class swap would not reach.
+
 Mixed precision: ``GradScaler.step(opt)`` unscales the gradients of ``opt.param_groups`` (all
-children), skips ``opt.step()`` when any is inf/NaN (then no child steps), and otherwise calls it, so
-it works as with a single optimizer; clipping (``add_gradient_clipping``) then sees unscaled
-gradients. A ``fused=True`` child is stepped on the already unscaled gradients, which is correct
-but gives up the fused unscale.
+children), skips ``opt.step()`` when any is inf/NaN (then no child steps), and otherwise calls
+it, so it works as with a single optimizer; clipping (``add_gradient_clipping``) then sees
+unscaled gradients. A ``fused=True`` child is stepped on the already unscaled gradients, which is
+correct but gives up the fused unscale.
 """
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -145,8 +151,9 @@ class CombinedOptimizer(Optimizer):
                 for p in group["params"]:
                     if id(p) in seen:
                         raise ValueError(
-                            f"a parameter of shape {tuple(p.shape)} is in optimizers {seen[id(p)]!r} "
-                            f"and {name!r}: each parameter must have exactly one optimizer"
+                            f"a parameter of shape {tuple(p.shape)} is in optimizers "
+                            f"{seen[id(p)]!r} and {name!r}: each parameter must have exactly one "
+                            "optimizer"
                         )
                     seen[id(p)] = name
         self.__setstate__({"defaults": {}, "_optimizers": named})
@@ -252,13 +259,14 @@ class CombinedOptimizer(Optimizer):
                     f"{[len(g['params']) for g in groups]}"
                 )
         for name, opt in self._optimizers.items():
-            if name != "swn": opt.load_state_dict(saved[name])
+            opt.load_state_dict(saved[name])
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
 
     def __repr__(self) -> str:
         children = "".join(
-            f"\n  {name}: " + repr(opt).replace("\n", "\n  ") for name, opt in self._optimizers.items()
+            f"\n  {name}: " + repr(opt).replace("\n", "\n  ")
+            for name, opt in self._optimizers.items()
         )
         return f"{type(self).__name__} ({children}\n)"
 
@@ -388,12 +396,14 @@ def build_swn_sgd(
     lr: float,
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
+    nesterov: bool = False,
     swn_lr: float = 1e-3,
     swn_weight_decay: float = 1e-4,
     **sgd_kwargs,
 ) -> CombinedOptimizer:
     """LazyConfig entry point: SGD for the detector (same keys as Detectron2's ``common/optim.py``
-    SGD: ``lr``, ``momentum``, ``weight_decay``, plus any other ``torch.optim.SGD`` argument) and Adam
+    SGD: ``lr``, ``momentum``, ``weight_decay``, ``nesterov``, plus any other ``torch.optim.SGD``
+    argument) and Adam
     for the SWN. ``params`` is ``L(swn_optimizer_params)(model=None, ...)``, whose ``model``
     ``train_net.py`` sets."""
     if not isinstance(params, SWNOptimizerParams):
@@ -402,7 +412,12 @@ def build_swn_sgd(
             f"not {type(params).__name__}"
         )
     sgd = torch.optim.SGD(
-        params.detector_groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **sgd_kwargs
+        params.detector_groups,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        **sgd_kwargs,
     )
     return build_swn_optimizer(
         params.model, sgd, swn_lr=swn_lr, swn_weight_decay=swn_weight_decay,

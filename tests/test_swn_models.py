@@ -1,0 +1,170 @@
+"""SWNRetinaNet / SWNFastRCNNOutputLayers wired into Detectron2: initial-loss equivalence with the
+stock models, gradient paths, the "SWN off" control, logging and stock-model inference."""
+import copy
+import os
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.modeling.meta_arch import RetinaNet
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers
+from detectron2.utils.events import EventStorage
+
+from detkit.engine import apply_overrides_strict
+from swn import SWNFastRCNNOutputLayers, SWNRetinaNet
+from swn.checkpoint import drop_swn_parameters
+
+from conftest import REPO_ROOT
+from test_clean_anchors_models import synthetic_batch
+
+SWN_KEYS = ("swn", "weighting")
+
+
+def load_cfg(name, *overrides):
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs", "Synthetic", name))
+    return apply_overrides_strict(cfg, ["model.backbone.pretrained=False", *overrides])
+
+
+def stock_twin(cfg_model, method, part=None):
+    """The stock model of the same config, with the method's weights (SWN parameters dropped)."""
+    stock_cfg = copy.deepcopy(cfg_model)
+    node = stock_cfg if part is None else stock_cfg.roi_heads.box_predictor
+    node._target_ = RetinaNet if part is None else FastRCNNOutputLayers
+    for key in SWN_KEYS:
+        node.pop(key, None)
+    stock = instantiate(stock_cfg)
+    state, dropped = drop_swn_parameters(method.state_dict())
+    assert dropped and all("swn" in k for k in dropped)
+    stock.load_state_dict(state, strict=True)
+    return stock
+
+
+def test_retinanet_initial_losses_equal_stock_up_to_the_regulariser():
+    cfg = load_cfg("swn_retinanet_mnv2_fpn.py")
+    torch.manual_seed(0)
+    method = instantiate(cfg.model)
+    assert isinstance(method, SWNRetinaNet)
+    stock = stock_twin(cfg.model, method)
+    batch = synthetic_batch(2)
+    with EventStorage(0) as storage:
+        a, b = method(batch), stock(batch)
+        latest = storage.latest()
+    for k in ("loss_cls", "loss_box_reg"):
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=0)
+    assert abs(a["loss_swn_reg"].item()) < 1e-5
+    for name in ("cls_weight_pos", "cls_weight_neg", "reg_weight"):
+        assert latest[f"swn/{name}"][0] == pytest.approx(1.0, abs=1e-4)
+    for task in ("cls", "reg"):
+        for stat in ("mean", "min", "max"):
+            assert f"swn/m_{task}_{stat}" in latest
+
+
+def test_swn_off_control_is_exactly_stock():
+    cfg = load_cfg("swn_retinanet_mnv2_fpn.py", "model.weighting.enabled=False")
+    torch.manual_seed(0)
+    method = instantiate(cfg.model)
+    stock = stock_twin(cfg.model, method)
+    batch = synthetic_batch(2)
+    with EventStorage(0):
+        a, b = method(batch), stock(batch)
+    assert a["loss_swn_reg"].item() == 0.0
+    torch.testing.assert_close(a["loss_cls"], b["loss_cls"], rtol=1e-6, atol=0)
+    torch.testing.assert_close(a["loss_box_reg"], b["loss_box_reg"], rtol=1e-6, atol=0)
+
+
+def test_gradients_reach_the_detector_only_through_the_weighted_loss():
+    """With a far-from-zero SWN, the detector's gradients are those of the weighted losses with the
+    weights held constant: nothing flows back through the SWN's inputs."""
+    cfg = load_cfg("swn_retinanet_mnv2_fpn.py", "model.swn.init_std=0.3")
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    batch = synthetic_batch(2)
+
+    def detector_grads(frozen_m=None):
+        model.zero_grad()
+        model.__dict__.pop("loss_normalizer", None)  # RetinaNet's EMA would differ between passes
+        if frozen_m is not None:
+            model.swn.forward = lambda *args, **kw: frozen_m
+        with EventStorage(0):
+            losses = model(batch)
+        sum(losses.values()).backward()
+        if frozen_m is not None:
+            del model.swn.forward
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None and "swn" not in n}
+
+    captured = {}
+    original = model.swn.forward
+
+    def capture(*args, **kw):
+        captured["m"] = original(*args, **kw)
+        return captured["m"]
+
+    model.swn.forward = capture
+    live = detector_grads()
+    del model.swn.forward
+    frozen = detector_grads(captured["m"].detach())
+    assert captured["m"].abs().max() > 0.1  # the weights really differ from 1
+    assert live.keys() == frozen.keys() and len(live) > 10
+    for n in live:
+        torch.testing.assert_close(live[n], frozen[n], rtol=1e-5, atol=1e-7)
+    swn_grads = [p.grad for n, p in model.named_parameters() if n.startswith("swn.")]
+    assert all(g is None for g in swn_grads)  # the frozen pass did not touch the SWN
+
+
+def test_swn_parameters_get_gradients():
+    cfg = load_cfg("swn_retinanet_mnv2_fpn.py", "model.swn.init_std=0.1")
+    model = instantiate(cfg.model)
+    with EventStorage(0):
+        losses = model(synthetic_batch(2, with_empty=True))
+    sum(losses.values()).backward()
+    grads = [p.grad for n, p in model.named_parameters() if n.startswith("swn.")]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_fast_rcnn_initial_losses_equal_stock():
+    cfg = load_cfg("swn_faster_rcnn_mnv2_fpn.py")
+    torch.manual_seed(0)
+    method = instantiate(cfg.model)
+    assert isinstance(method.roi_heads.box_predictor, SWNFastRCNNOutputLayers)
+    stock = stock_twin(cfg.model, method, part="box_predictor")
+    batch = synthetic_batch(2)
+    with EventStorage(0) as storage:
+        torch.manual_seed(1)
+        a = method(batch)
+        torch.manual_seed(1)
+        b = stock(batch)
+        latest = storage.latest()
+    for k in ("loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"):
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-8)
+    assert abs(a["loss_swn_reg"].item()) < 1e-5
+    assert latest["swn/cls_weight_pos"][0] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "config, part, overrides",
+    [
+        ("swn_retinanet_mnv2_fpn.py", None, ["model.test_score_thresh=0.0"]),
+        ("swn_faster_rcnn_mnv2_fpn.py", "box_predictor", ["model.roi_heads.box_predictor.test_score_thresh=0.0"]),
+    ],
+)
+def test_trained_checkpoint_gives_identical_detections_in_stock_model(config, part, overrides):
+    cfg = load_cfg(config, *overrides)
+    torch.manual_seed(0)
+    method = instantiate(cfg.model)
+    opt = torch.optim.SGD(method.parameters(), lr=0.01)
+    with EventStorage(0):
+        for _ in range(2):
+            loss = sum(method(synthetic_batch(2)).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    stock = stock_twin(cfg.model, method, part=part)
+    method.eval(), stock.eval()
+    inputs = [{k: v for k, v in d.items() if k != "instances"} for d in synthetic_batch(2)]
+    with torch.no_grad():
+        a, b = method(inputs), stock(inputs)
+    for x, y in zip(a, b):
+        assert len(x["instances"]) > 0
+        assert torch.equal(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
+        assert torch.equal(x["instances"].scores, y["instances"].scores)
