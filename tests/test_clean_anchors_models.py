@@ -1,39 +1,20 @@
 """CleanAnchorsRetinaNet / CleanAnchorsRPN wired into Detectron2: stock equivalence, gradients,
 logging, training on synthetic data, and inference through the stock models."""
 import copy
-import os
 
 import pytest
 import torch
-from detectron2.config import LazyConfig, instantiate
-from detectron2.data import DatasetCatalog
-from detectron2.data.detection_utils import annotations_to_instances, read_image
+from detectron2.config import instantiate
 from detectron2.modeling.meta_arch import RetinaNet
 from detectron2.modeling.proposal_generator import RPN
 from detectron2.utils.events import EventStorage
 
 from clean_anchors import CleanAnchorsRetinaNet, CleanAnchorsRPN, CleanlinessConfig
 from clean_anchors.scores import candidate_scores
-from detkit.engine import apply_overrides_strict
-
-from conftest import REPO_ROOT
+from model_utils import assert_same_detections, load_synthetic_cfg, synthetic_batch, train_steps
 
 
-def load_cfg(name, *overrides):
-    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs", "Synthetic", name))
-    return apply_overrides_strict(cfg, ["model.backbone.pretrained=False", *overrides])
-
-
-def synthetic_batch(n=2, with_empty=False):
-    """n synthetic images as model inputs (CHW uint8 RGB + Instances); the last one has no boxes
-    when ``with_empty``."""
-    batch = []
-    for i, d in enumerate(DatasetCatalog.get("synthetic_train")[:n]):
-        image = torch.as_tensor(read_image(d["file_name"], format="RGB").copy()).permute(2, 0, 1)
-        anns = [] if (with_empty and i == n - 1) else d["annotations"]
-        instances = annotations_to_instances(anns, image.shape[1:])
-        batch.append({"image": image, "instances": instances, "height": image.shape[1], "width": image.shape[2]})
-    return batch
+load_cfg = load_synthetic_cfg
 
 
 def build_pair(config, *overrides, stock_target):
@@ -170,13 +151,7 @@ def test_trained_checkpoint_gives_identical_detections_in_stock_models():
         cfg = load_cfg(config, *overrides)
         torch.manual_seed(0)
         method = instantiate(cfg.model)
-        opt = torch.optim.SGD(method.parameters(), lr=0.01)
-        with EventStorage(0):
-            for _ in range(2):  # move the weights away from their initialisation
-                loss = sum(method(synthetic_batch(2)).values())
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        train_steps(method)
         stock_cfg = copy.deepcopy(cfg.model)
         node = stock_cfg if part is None else stock_cfg[part]
         node._target_ = stock_target if part is None else RPN
@@ -184,11 +159,4 @@ def test_trained_checkpoint_gives_identical_detections_in_stock_models():
             node.pop(key, None)
         stock = instantiate(stock_cfg)
         stock.load_state_dict(method.state_dict(), strict=True)
-        method.eval(), stock.eval()
-        inputs = [{k: v for k, v in d.items() if k != "instances"} for d in synthetic_batch(2)]
-        with torch.no_grad():
-            a, b = method(inputs), stock(inputs)
-        for x, y in zip(a, b):
-            assert len(x["instances"]) > 0
-            assert torch.equal(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
-            assert torch.equal(x["instances"].scores, y["instances"].scores)
+        assert_same_detections(method, stock)

@@ -1,28 +1,22 @@
 """SWNRetinaNet / SWNFastRCNNOutputLayers wired into Detectron2: initial-loss equivalence with the
 stock models, gradient paths, the "SWN off" control, logging and stock-model inference."""
 import copy
-import os
 
 import pytest
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.modeling.meta_arch import RetinaNet
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.utils.events import EventStorage
 
-from detkit.engine import apply_overrides_strict
+from model_utils import assert_same_detections, load_synthetic_cfg, synthetic_batch, train_steps
 from swn import SWNFastRCNNOutputLayers, SWNRetinaNet
 from swn.checkpoint import drop_swn_parameters
-
-from conftest import REPO_ROOT
-from test_clean_anchors_models import synthetic_batch
 
 SWN_KEYS = ("swn", "weighting")
 
 
-def load_cfg(name, *overrides):
-    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs", "Synthetic", name))
-    return apply_overrides_strict(cfg, ["model.backbone.pretrained=False", *overrides])
+load_cfg = load_synthetic_cfg
 
 
 def stock_twin(cfg_model, method, part=None):
@@ -152,19 +146,5 @@ def test_trained_checkpoint_gives_identical_detections_in_stock_model(config, pa
     cfg = load_cfg(config, *overrides)
     torch.manual_seed(0)
     method = instantiate(cfg.model)
-    opt = torch.optim.SGD(method.parameters(), lr=0.01)
-    with EventStorage(0):
-        for _ in range(2):
-            loss = sum(method(synthetic_batch(2)).values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    stock = stock_twin(cfg.model, method, part=part)
-    method.eval(), stock.eval()
-    inputs = [{k: v for k, v in d.items() if k != "instances"} for d in synthetic_batch(2)]
-    with torch.no_grad():
-        a, b = method(inputs), stock(inputs)
-    for x, y in zip(a, b):
-        assert len(x["instances"]) > 0
-        assert torch.equal(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
-        assert torch.equal(x["instances"].scores, y["instances"].scores)
+    train_steps(method)
+    assert_same_detections(method, stock_twin(cfg.model, method, part=part))

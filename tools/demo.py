@@ -11,6 +11,7 @@ to every run (e.g. `train.max_iter=100`).
 """
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -42,6 +43,11 @@ def train_and_evaluate(config: str, output_dir: str, opts) -> float:
     return time.perf_counter() - start
 
 
+def _fmt(value: float, sign: bool = False) -> str:
+    # COCOeval gives NaN for a size bucket without objects (no large crowns here)
+    return "-" if math.isnan(value) else (f"{value:+.2f}" if sign else f"{value:.2f}")
+
+
 def load_results(output_dir: str):
     with open(os.path.join(output_dir, "eval_results.json")) as f:
         saved = json.load(f)
@@ -64,11 +70,11 @@ def main():
         output_dir = os.path.abspath(os.path.join(args.output_dir, name))
         seconds = train_and_evaluate(config, output_dir, args.opts)
         iters, bbox = load_results(output_dir)
-        rows.append([name, iters, f"{seconds / 60:.1f}"] + [f"{bbox[m]:.2f}" for m in METRICS] + [output_dir])
+        rows.append([name, iters, f"{seconds / 60:.1f}"] + [_fmt(bbox[m]) for m in METRICS] + [output_dir])
         if baseline is None:
             baseline = bbox
         else:
-            diff = [f"{bbox[m] - baseline[m]:+.2f}" for m in METRICS]
+            diff = [_fmt(bbox[m] - baseline[m], sign=True) for m in METRICS]
             rows.append([f"  vs {rows[0][0]}", "", ""] + diff + [""])
 
     table = tabulate(

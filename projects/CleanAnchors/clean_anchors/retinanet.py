@@ -2,13 +2,14 @@
 import functools
 
 import torch
-import torch.nn.functional as F
 from detectron2.layers import cat
 from detectron2.modeling.box_regression import _dense_box_regression_loss
 from detectron2.modeling.meta_arch import RetinaNet
 from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss_jit
+
+from detkit.modeling.dense_labels import dense_labels
 
 from .cleanliness import soft_focal_loss, topn_candidates
 from .scores import CleanlinessConfig, candidate_scores, log_cleanliness, per_anchor_box_loss
@@ -91,16 +92,10 @@ class CleanAnchorsRetinaNet(RetinaNet):
             {"loss_cls", "loss_box_reg"}, each divided by the EMA of the positive count.
         """
         num_images = len(gt_labels)
-        gt_labels = torch.stack(gt_labels)  # (N, R)
-        valid_mask = gt_labels >= 0
-        pos_mask = valid_mask & (gt_labels != self.num_classes)
-        num_pos_anchors = pos_mask.sum().item()
-        get_event_storage().put_scalar("num_pos_anchors", num_pos_anchors / num_images)
-        normalizer = self._ema_update("loss_normalizer", max(num_pos_anchors, 1), 100)
-
         logits = cat(pred_logits, dim=1)  # (N, R, K)
-        targets = F.one_hot(gt_labels.clamp(min=0), num_classes=self.num_classes + 1)[..., :-1]
-        targets = targets.to(logits.dtype)  # (N, R, K); background and ignored rows are 0
+        gt_labels, valid_mask, pos_mask, targets, normalizer = dense_labels(
+            self, gt_labels, self.num_classes, logits.dtype
+        )
         cfg = self.cleanliness
         if not (cfg.soft_labels or cfg.reweighting):
             # RetinaNet.losses line for line, so that the switched-off method is bit-identical.

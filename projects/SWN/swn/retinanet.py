@@ -1,12 +1,12 @@
 """RetinaNet whose per-anchor losses are weighted by a sample weighting network (SWN, CVPR 2020)."""
 import torch
-import torch.nn.functional as F
 from detectron2.layers import cat
 from detectron2.modeling.meta_arch import RetinaNet
 from detectron2.structures import Boxes
 from detectron2.structures.boxes import matched_pairwise_iou
-from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss_jit, smooth_l1_loss
+
+from detkit.modeling.dense_labels import dense_labels
 
 from .loss import average_m, sample_weights
 from .network import SampleWeightingNetwork
@@ -40,16 +40,11 @@ class SWNRetinaNet(RetinaNet):
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         """Arguments as ``RetinaNet.losses``. Returns loss_cls, loss_box_reg and loss_swn_reg."""
         num_images = len(gt_labels)
-        gt_labels = torch.stack(gt_labels)  # (N, R)
-        valid_mask = gt_labels >= 0
-        pos_mask = valid_mask & (gt_labels != self.num_classes)
-        num_pos_anchors = pos_mask.sum().item()
-        get_event_storage().put_scalar("num_pos_anchors", num_pos_anchors / num_images)
-        normalizer = self._ema_update("loss_normalizer", max(num_pos_anchors, 1), 100)
-
         logits = cat(pred_logits, dim=1)  # (N, R, K)
         deltas = cat(pred_anchor_deltas, dim=1)  # (N, R, 4)
-        targets = F.one_hot(gt_labels.clamp(min=0), num_classes=self.num_classes + 1)[..., :-1].to(logits.dtype)
+        gt_labels, valid_mask, pos_mask, targets, normalizer = dense_labels(
+            self, gt_labels, self.num_classes, logits.dtype
+        )
         cls_loss = sigmoid_focal_loss_jit(
             logits[valid_mask], targets[valid_mask],
             alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma, reduction="none",
