@@ -118,3 +118,14 @@ def test_resnext_stages_match_detectron2_yacs_builder():
     )
     shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
     assert shapes == {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+
+
+def test_voc_configs_follow_detectron2_voc_settings():
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/PascalVOC-Detection/swn_faster_rcnn_R_50_FPN.py"))
+    assert tuple(cfg.dataloader.train.dataset.names) == ("voc_2007_trainval", "voc_2012_trainval")
+    assert cfg.dataloader.evaluator.dataset_name == "voc_2007_test"
+    assert cfg.model.roi_heads.num_classes == 20 and cfg.train.max_iter == 18000
+    sched = instantiate(cfg.lr_multiplier)
+    assert sched(50 / 18000) < 1.0 and sched(0.5) == 1.0
+    assert sched(13000 / 18000) == pytest.approx(0.1) and sched(17000 / 18000) == pytest.approx(0.01)
+    assert cfg.dataloader.train.mapper.augmentations[0].short_edge_length[0] == 480

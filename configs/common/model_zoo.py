@@ -8,3 +8,23 @@ def model_zoo_parts(name: str):
     ``"COCO-Detection/retinanet_R_50_FPN_1x.py"``."""
     cfg = get_config(name)
     return cfg.dataloader, cfg.model, cfg.optimizer, cfg.lr_multiplier, cfg.train
+
+
+def faster_rcnn_parts():
+    """Model-zoo Faster R-CNN R50-FPN 1x: upstream ships it only as yaml, so this is the LazyConfig
+    Mask R-CNN R50-FPN 1x with its mask branch removed."""
+    dataloader, model, optimizer, lr_multiplier, train = model_zoo_parts(
+        "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.py"
+    )
+    model.roi_heads.update(mask_in_features=None, mask_pooler=None, mask_head=None)
+    dataloader.train.mapper.use_instance_mask = False
+    return dataloader, model, optimizer, lr_multiplier, train
+
+
+def voc_schedule(lr_multiplier, train, max_iter=18000, steps=(12000, 16000), warmup_iters=100):
+    """Detectron2's Pascal VOC schedule (PascalVOC-Detection/faster_rcnn_R_50_FPN.yaml)."""
+    train.max_iter = max_iter
+    lr_multiplier.scheduler.milestones = [*steps, max_iter]
+    lr_multiplier.warmup_length = warmup_iters / max_iter
+    train.eval_period = max_iter
+    train.checkpointer.period = 2000
