@@ -1,14 +1,16 @@
 """SWNRetinaNet / SWNFastRCNNOutputLayers wired into Detectron2: initial-loss equivalence with the
 stock models, gradient paths, the "SWN off" control, logging and stock-model inference."""
 import copy
+import os
 
 import pytest
 import torch
-from detectron2.config import instantiate
+from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling.meta_arch import RetinaNet
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.utils.events import EventStorage
 
+from conftest import REPO_ROOT
 from model_utils import assert_same_detections, load_synthetic_cfg, synthetic_batch, train_steps
 from swn import SWNFastRCNNOutputLayers, SWNRetinaNet
 from swn.checkpoint import drop_swn_parameters
@@ -148,3 +150,76 @@ def test_trained_checkpoint_gives_identical_detections_in_stock_model(config, pa
     method = instantiate(cfg.model)
     train_steps(method)
     assert_same_detections(method, stock_twin(cfg.model, method, part=part))
+
+
+def mask_rcnn_pair(num_classes=3):
+    """An SWN Mask R-CNN (MobileNetV2-FPN) and the stock Mask R-CNN with the same weights."""
+    from detectron2.config import LazyCall as L
+    from detectron2.modeling.roi_heads import StandardROIHeads
+
+    from swn import SampleWeightingNetwork, SWNROIHeads, SWNWeighting
+
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/common/models/mask_rcnn_mnv2_fpn.py"))
+    cfg.model.backbone.pretrained = False
+    cfg.model.roi_heads.num_classes = num_classes
+    stock_cfg = copy.deepcopy(cfg.model)
+    cfg.model.roi_heads._target_ = SWNROIHeads
+    cfg.model.roi_heads.box_predictor._target_ = SWNFastRCNNOutputLayers
+    cfg.model.roi_heads.box_predictor.swn = L(SampleWeightingNetwork)(num_tasks=3, init_std=1e-4)
+    cfg.model.roi_heads.box_predictor.weighting = L(SWNWeighting)(cls_average="pos_neg")
+    torch.manual_seed(0)
+    method = instantiate(cfg.model)
+    assert type(method.roi_heads) is SWNROIHeads
+    stock = instantiate(stock_cfg)
+    assert type(stock.roi_heads) is StandardROIHeads
+    stock.load_state_dict(drop_swn_parameters(method.state_dict())[0], strict=True)
+    return method, stock
+
+
+def with_box_masks(batch):
+    """Give every ground truth a mask: its box filled (the synthetic set has boxes only)."""
+    from detectron2.structures import BitMasks
+
+    for d in batch:
+        inst = d["instances"]
+        h, w = inst.image_size
+        ys, xs = torch.arange(h)[:, None], torch.arange(w)[None, :]
+        b = inst.gt_boxes.tensor
+        in_x = (xs[None] >= b[:, 0, None, None]) & (xs[None] < b[:, 2, None, None])  # (G, 1, W)
+        in_y = (ys[None] >= b[:, 1, None, None]) & (ys[None] < b[:, 3, None, None])  # (G, H, 1)
+        inst.gt_masks = BitMasks(in_x & in_y)
+    return batch
+
+
+def test_mask_rcnn_initial_losses_equal_stock_and_mask_weights_are_logged():
+    method, stock = mask_rcnn_pair()
+    batch = with_box_masks(synthetic_batch(2))
+    with EventStorage(0) as storage:
+        torch.manual_seed(1)
+        a = method(batch)
+        torch.manual_seed(1)
+        b = stock(batch)
+        latest = storage.latest()
+    for k in ("loss_mask", "loss_cls", "loss_box_reg", "loss_rpn_cls"):
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-8)
+    assert abs(a["loss_swn_reg"].item()) < 1e-5
+    assert latest["swn/mask_weight"][0] == pytest.approx(1.0, abs=1e-4)
+    assert "swn/m_mask_max" in latest and "mask_rcnn/accuracy" in latest
+    sum(a.values()).backward()
+    mask_embedding = method.roi_heads.box_predictor.swn.embeddings["mask"]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in mask_embedding.parameters())
+
+
+def test_mask_rcnn_checkpoint_gives_identical_detections_in_stock_model():
+    method, _ = mask_rcnn_pair()
+    opt = torch.optim.SGD(method.parameters(), lr=0.01)
+    with EventStorage(0):
+        for _ in range(2):
+            loss = sum(method(with_box_masks(synthetic_batch(2))).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    _, stock = mask_rcnn_pair()
+    stock.load_state_dict(drop_swn_parameters(method.state_dict())[0], strict=True)
+    method.roi_heads.box_predictor.test_score_thresh = stock.roi_heads.box_predictor.test_score_thresh = 0.0
+    assert_same_detections(method, stock)

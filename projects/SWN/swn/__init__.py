@@ -5,13 +5,15 @@ as a Detectron2 project.
 - :mod:`swn.loss`: the uncertainty-weighted loss, averaging rules and regulariser (pure functions);
 - :mod:`swn.weighting`: the switches a detector uses (which losses, form, lambda, on/off);
 - :mod:`swn.optimizer`: SGD for the detector + Adam for the SWN as one optimizer under one schedule;
-- :class:`SWNRetinaNet`, :class:`SWNFastRCNNOutputLayers`: thin Detectron2 subclasses.
+- :class:`SWNRetinaNet`, :class:`SWNFastRCNNOutputLayers`, :class:`SWNROIHeads` (Mask R-CNN): thin
+  Detectron2 subclasses.
 """
 from .fast_rcnn import SWNFastRCNNOutputLayers
 from .loss import average_m, regulariser_groups, sample_weights, swn_regulariser, uncertainty_weighted_loss
 from .network import SampleWeightingNetwork
 from .optimizer import CombinedOptimizer, build_swn_optimizer, build_swn_sgd, swn_optimizer_params
 from .retinanet import SWNRetinaNet
+from .roi_heads import SWNROIHeads
 from .weighting import SWNWeighting
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "build_swn_sgd",
     "swn_optimizer_params",
     "SWNFastRCNNOutputLayers",
+    "SWNROIHeads",
     "SWNRetinaNet",
     "SWNWeighting",
     "SampleWeightingNetwork",

@@ -68,25 +68,32 @@ class SWNFastRCNNOutputLayers(FastRCNNOutputLayers):
             prob = scores.softmax(dim=1).gather(1, gt_classes.clamp(min=0)[:, None]).squeeze(1)
         return dict(cls=cls, reg=reg, fg=fg, reg_inputs=reg_inputs, iou=iou, prob=prob)
 
-    def weighted_losses(self, per_roi, m=None):
-        """Stock-normalised losses weighted by the SWN output ``m`` (R, num_tasks) (or None: SWN
-        off); returns the loss dict and the weights (for the mask head of Mask R-CNN)."""
+    def weighted_losses(self, per_roi, m=None, mask_loss=None):
+        """Stock-normalised losses weighted by the SWN output ``m`` (R, num_tasks), or unweighted
+        when ``m`` is None (SWN off). ``mask_loss`` (F,): per-foreground-RoI mask losses of Mask
+        R-CNN, weighted by ``m[fg, 2]`` into ``loss_mask`` (mean over RoIs, as stock)."""
         w, fg = self.weighting, per_roi["fg"]
         cls, reg = per_roi["cls"], per_roi["reg"]
-        if m is not None and w.enabled:
+        weighted = m is not None and w.enabled
+        if weighted:
             m_cls = average_m(m[:, 0], fg, w.cls_average) if w.weight_cls else m.new_zeros(m.shape[0])
             m_reg = m[fg, 1] if w.weight_reg else m.new_zeros(reg.shape[0])
         else:
             m_cls, m_reg = cls.new_zeros(cls.shape), reg.new_zeros(reg.shape[0])
         cls_weights, reg_weights = sample_weights(m_cls, w.form), sample_weights(m_reg, w.form)
-        log_weights(cls_weights, reg_weights, m_cls, m_reg, fg)
         num_rois = max(cls.shape[0], 1)
         losses = {
             "loss_cls": (cls_weights * cls).sum() / num_rois,
             "loss_box_reg": (reg_weights[:, None] * reg).sum() / num_rois,
         }
         losses = {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
-        losses["loss_swn_reg"] = w.regulariser(m_cls, m_reg, fg)
+        m_mask = mask_weights = None
+        if mask_loss is not None:
+            m_mask = m[fg, 2] if weighted else mask_loss.new_zeros(mask_loss.shape)
+            mask_weights = sample_weights(m_mask, w.form)
+            losses["loss_mask"] = (mask_weights * mask_loss).sum() / max(mask_loss.shape[0], 1)
+        log_weights(cls_weights, reg_weights, m_cls, m_reg, fg, mask_weights=mask_weights, m_mask=m_mask)
+        losses["loss_swn_reg"] = w.regulariser(m_cls, m_reg, fg, m_mask=m_mask)
         return losses
 
     def losses(self, predictions, proposals):
