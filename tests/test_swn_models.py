@@ -223,3 +223,20 @@ def test_mask_rcnn_checkpoint_gives_identical_detections_in_stock_model():
     stock.load_state_dict(drop_swn_parameters(method.state_dict())[0], strict=True)
     method.roi_heads.box_predictor.test_score_thresh = stock.roi_heads.box_predictor.test_score_thresh = 0.0
     assert_same_detections(method, stock)
+
+
+def test_yacs_users_get_the_swn_box_predictor():
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from swn import SWNROIHeads
+
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.ROI_HEADS.NAME = "SWNROIHeads"
+    model = build_model(cfg)
+    assert isinstance(model.roi_heads, SWNROIHeads)
+    assert isinstance(model.roi_heads.box_predictor, SWNFastRCNNOutputLayers)
+    assert model.roi_heads.box_predictor.swn.num_tasks == 3

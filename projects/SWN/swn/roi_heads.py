@@ -10,6 +10,8 @@ from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
 from .fast_rcnn import SWNFastRCNNOutputLayers
+from .network import SampleWeightingNetwork
+from .weighting import SWNWeighting
 
 __all__ = ["SWNROIHeads", "per_instance_mask_loss"]
 
@@ -56,8 +58,21 @@ class SWNROIHeads(StandardROIHeads):
     each foreground RoI's mask loss (regulariser ``lam * mean_pos(m_mask)``). With ``num_tasks=2``
     or without a mask head it is ``StandardROIHeads`` with the SWN box predictor. Inference is stock.
 
-    Registered for yacs configs too (``MODEL.ROI_HEADS.NAME: SWNROIHeads``).
+    Registered for yacs configs too (``MODEL.ROI_HEADS.NAME: SWNROIHeads``): built from a yacs
+    config it makes its box predictor an :class:`SWNFastRCNNOutputLayers` with the reference
+    defaults (3 tasks with ``MODEL.MASK_ON``, else 2).
     """
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        ret = super()._init_box_head(cfg, input_shape)
+        ret["box_predictor"] = SWNFastRCNNOutputLayers(
+            cfg,
+            ret["box_head"].output_shape,
+            swn=SampleWeightingNetwork(num_tasks=3 if cfg.MODEL.MASK_ON else 2),
+            weighting=SWNWeighting(cls_average="pos_neg"),
+        )
+        return ret
 
     def forward(self, images, features, proposals, targets=None):
         if not self.training or not self.mask_on or self.box_predictor.swn.num_tasks != 3:
