@@ -30,12 +30,12 @@ def synthetic_batch(n=2, with_empty=False):
     return batch
 
 
-def train_steps(model, steps=2, lr=0.01):
+def train_steps(model, steps=2, lr=0.01, make_batch=lambda: synthetic_batch(2)):
     """A few SGD steps, to move the weights away from their initialisation."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     with EventStorage(0):
         for _ in range(steps):
-            loss = sum(model(synthetic_batch(2)).values())
+            loss = sum(model(make_batch()).values())
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -212,13 +212,7 @@ def test_mask_rcnn_initial_losses_equal_stock_and_mask_weights_are_logged():
 
 def test_mask_rcnn_checkpoint_gives_identical_detections_in_stock_model():
     method, _ = mask_rcnn_pair()
-    opt = torch.optim.SGD(method.parameters(), lr=0.01)
-    with EventStorage(0):
-        for _ in range(2):
-            loss = sum(method(with_box_masks(synthetic_batch(2))).values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    train_steps(method, make_batch=lambda: with_box_masks(synthetic_batch(2)))
     _, stock = mask_rcnn_pair()
     stock.load_state_dict(drop_swn_parameters(method.state_dict())[0], strict=True)
     method.roi_heads.box_predictor.test_score_thresh = stock.roi_heads.box_predictor.test_score_thresh = 0.0
