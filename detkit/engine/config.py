@@ -11,7 +11,7 @@ def _all_keys(node, prefix=""):
     for k in node.keys():
         key = f"{prefix}{k}"
         yield key
-        v = node.get(k)  # noqa: not node[k]: that would resolve interpolations
+        v = node._get_node(k)  # not node[k], which would resolve interpolations
         if OmegaConf.is_dict(v):
             yield from _all_keys(v, key + ".")
 

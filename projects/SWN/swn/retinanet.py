@@ -34,6 +34,11 @@ class SWNRetinaNet(RetinaNet):
 
     def __init__(self, *, swn: SampleWeightingNetwork = None, weighting: SWNWeighting = None, **kwargs):
         super().__init__(**kwargs)
+        if self.box_reg_loss_type != "smooth_l1":
+            raise ValueError(
+                f"SWNRetinaNet needs box_reg_loss_type='smooth_l1' (the SWN reads 4-d box losses), "
+                f"got {self.box_reg_loss_type!r}"
+            )
         self.swn = swn if swn is not None else SampleWeightingNetwork()
         self.weighting = weighting if weighting is not None else SWNWeighting()
 
@@ -53,8 +58,6 @@ class SWNRetinaNet(RetinaNet):
         pos_anchors = Boxes.cat(anchors).tensor.expand(num_images, -1, -1)[pos_mask]  # (P, 4)
         pos_gt_boxes = torch.stack(gt_boxes)[pos_mask]
         pos_deltas = deltas[pos_mask]
-        if self.box_reg_loss_type != "smooth_l1":
-            raise ValueError("SWNRetinaNet needs box_reg_loss_type='smooth_l1' (the SWN reads 4-d box losses)")
         gt_deltas = self.box2box_transform.get_deltas(pos_anchors, pos_gt_boxes)
         reg_loss = smooth_l1_loss(pos_deltas, gt_deltas, beta=self.smooth_l1_beta, reduction="none")  # (P, 4)
 
