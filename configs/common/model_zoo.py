@@ -28,3 +28,24 @@ def voc_schedule(lr_multiplier, train, max_iter=18000, steps=(12000, 16000), war
     lr_multiplier.warmup_length = warmup_iters / max_iter
     train.eval_period = max_iter
     train.checkpointer.period = 2000
+
+
+X101_32X4D_WEIGHTS = "weights/X-101-32x4d-torchvision.pkl"
+
+
+def resnext101_32x4d(model, train):
+    """Swap a model-zoo R50-FPN backbone for ResNeXt-101-32x4d (SWN paper Table 1). Detectron2's zoo
+    has no ImageNet X-101-32x4d: its weights come in torchvision layout (RGB input, torchvision
+    mean/std, stride in the 3x3 conv) and are converted by tools/convert_torchvision_resnet.py to
+    ``X101_32X4D_WEIGHTS``."""
+    from detectron2.config import LazyCall as L
+
+    from detkit.modeling import IMAGENET_RGB_MEAN, IMAGENET_RGB_STD, make_resnext_stages
+
+    model.backbone.bottom_up.stages = L(make_resnext_stages)(
+        depth=101, num_groups=32, width_per_group=4, stride_in_1x1=False, norm="FrozenBN"
+    )
+    model.input_format = "RGB"
+    model.pixel_mean = list(IMAGENET_RGB_MEAN)
+    model.pixel_std = list(IMAGENET_RGB_STD)
+    train.init_checkpoint = X101_32X4D_WEIGHTS

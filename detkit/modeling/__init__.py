@@ -7,6 +7,7 @@ from .mobilenet import (
     imagenet_weights_path,
     load_imagenet_state_dict,
 )
+from .convert import torchvision_resnet_to_detectron2
 from .resnext import make_resnext_stages
 
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     "imagenet_weights_path",
     "load_imagenet_state_dict",
     "make_resnext_stages",
+    "torchvision_resnet_to_detectron2",
 ]
