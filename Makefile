@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= output/demo
+BENCH_ARGS ?= --json output/benchmark/benchmark.json
 
-.PHONY: install test demo clean-cache
+.PHONY: install test demo bench clean-cache
 
 install: $(STAMP)
 
@@ -19,6 +20,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) tools/demo.py --output-dir $(DEMO_DIR)
+
+# CleanAnchors / SWN cost against stock Detectron2 (tools/benchmark.py; about 10 minutes on 2 cores)
+bench: $(STAMP)
+	$(PY) tools/benchmark.py $(BENCH_ARGS)
 
 clean-cache:
 	rm -rf datasets/generated

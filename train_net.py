@@ -4,22 +4,23 @@
     python train_net.py --config-file configs/TreeCrowns/retinanet_mnv2_fpn.py
     python train_net.py --config-file configs/COCO-Detection/retinanet_R_50_FPN_1x.py --num-gpus 8
     python train_net.py --config-file CFG --eval-only train.init_checkpoint=output/x/model_final.pth
+    python train_net.py --config-file CFG --eval-only train.init_checkpoint=... test.aug.enabled=True test.soft_nms.enabled=True
     python train_net.py --config-file CFG --resume           # continue from output_dir's last checkpoint
     python train_net.py --config-file CFG train.max_iter=20 dataloader.train.total_batch_size=2
 
 Detectron2's tools/lazyconfig_train_net.py, plus: it runs on the CPU when there is no GPU (also
 with --num-gpus N > 1: N processes with GLOO + DDP), it refuses overrides of keys that do not exist
 (prefix a new key with "+"), it clips the gradient norm when `train.clip_grad.enabled`, and it
-writes the last evaluation to OUTPUT_DIR/eval_results.json.
+writes the last evaluation to OUTPUT_DIR/eval_results.json. Every config gets a `test` node
+(detkit.engine.TEST_DEFAULTS): `test.aug.*` adds a multi-scale/flip test-time-augmented evaluation
+("bbox_TTA") after training and with --eval-only, `test.soft_nms.*` evaluates with Soft-NMS.
 """
 import logging
 import os
+from contextlib import nullcontext
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
-    AMPTrainer,
-    SimpleTrainer,
     default_argument_parser,
     default_setup,
     default_writers,
@@ -27,29 +28,61 @@ from detectron2.engine import (
     launch,
 )
 from detectron2.engine.defaults import create_ddp_model
-from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.evaluation import print_csv_format
 from detectron2.utils import comm
+from omegaconf import OmegaConf
 
 import detkit  # noqa: F401  (registers the built-in datasets)
+from detkit.data.validation import check_model_classes
 from detkit.engine import (
+    TEST_DEFAULTS,
+    CheckedAMPTrainer,
+    CheckedSimpleTrainer,
+    SafeCheckpointer,
+    PeakMemory,
     add_gradient_clipping,
+    add_test_defaults,
     apply_overrides_strict,
     save_eval_results,
     select_device,
+    write_provenance,
 )
+from detkit.evaluation.timing import timed_inference_on_dataset
+from detkit.modeling.nms_inference import soft_nms_inference
+from detkit.modeling.soft_nms import soft_nms_options
+from detkit.modeling.tta import build_tta_model
 
 logger = logging.getLogger("detectron2")
 
 
 def do_test(cfg, model, iterations_trained=None):
+    """Evaluate ``model`` on ``cfg.dataloader.test``: with Soft-NMS instead of the model's NMS when
+    ``test.soft_nms.enabled``; after the last iteration (or with --eval-only) also with test-time
+    augmentation when ``test.aug.enabled``, reported as "<task>_TTA" (Detectron2's naming) with
+    the evaluator's files in OUTPUT_DIR/inference_TTA. eval_results.json gets the inference wall
+    time per image ("inference_s_per_image", "inference_s_per_image_tta")."""
     if "evaluator" not in cfg.dataloader:
         return {}
-    results = inference_on_dataset(
-        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
-    )
+    test = OmegaConf.merge(OmegaConf.create(TEST_DEFAULTS), cfg.get("test") or {})
+    soft_nms = soft_nms_options(test.soft_nms)
+    with soft_nms_inference(model, **soft_nms) if soft_nms else nullcontext():
+        results, seconds = timed_inference_on_dataset(
+            model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+        )
+    timing = {"inference_s_per_image": seconds}
+    if test.aug.enabled and (iterations_trained is None or iterations_trained >= cfg.train.max_iter):
+        evaluator = OmegaConf.to_container(cfg.dataloader.evaluator, resolve=True)
+        if "output_dir" in evaluator:
+            evaluator["output_dir"] = os.path.join(cfg.train.output_dir, "inference_TTA")
+        tta_results, timing["inference_s_per_image_tta"] = timed_inference_on_dataset(
+            build_tta_model(model, test), instantiate(cfg.dataloader.test), instantiate(evaluator)
+        )
+        results.update({f"{task}_TTA": metrics for task, metrics in tta_results.items()})
     if comm.is_main_process():
         print_csv_format(results)
-        path = save_eval_results(results, cfg.train.output_dir, iterations_trained)
+        times = ", ".join(f"{k} {v:.4f} s" for k, v in timing.items() if v is not None)
+        logger.info(f"Inference wall time per image: {times}")
+        path = save_eval_results(results, cfg.train.output_dir, iterations_trained, extra=timing)
         logger.info(f"Evaluation results written to {path}")
     return results
 
@@ -72,16 +105,24 @@ def do_train(args, cfg, device):
     if clip is not None and clip.get("enabled", False):
         add_gradient_clipping(optim, clip.max_norm, clip.get("norm_type", 2.0))
     train_loader = instantiate(cfg.dataloader.train)
+    check_model_classes(model, cfg.dataloader.train.get("dataset", {}).get("names"))
 
     model = build_ddp_model(cfg, model, device)
     use_amp = cfg.train.amp.enabled and device.startswith("cuda")
     if cfg.train.amp.enabled and not use_amp:
         logger.warning("train.amp.enabled=True needs a CUDA GPU: training in fp32 on the CPU.")
-    trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, train_loader, optim)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    # Detectron2's trainers plus a finite-loss check before backward and exact resume;
+    # atomic checkpoints, weights-only loading, clear architecture-mismatch errors
+    trainer = (CheckedAMPTrainer if use_amp else CheckedSimpleTrainer)(
+        model, train_loader, optim, checkpoint_dir=cfg.train.output_dir
+    )
+    checkpointer = SafeCheckpointer(
+        model, cfg.train.output_dir, trainer=trainer, allow_unsafe=getattr(args, "allow_unsafe_checkpoint", False)
+    )
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
+            PeakMemory(device),  # peak_mem_mb in metrics.json, before PeriodicWriter
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
             if comm.is_main_process()
@@ -102,23 +143,33 @@ def do_train(args, cfg, device):
 
 
 def main(args):
-    cfg = LazyConfig.load(args.config_file)
+    cfg = add_test_defaults(LazyConfig.load(args.config_file))  # so that test.* overrides exist
     cfg = apply_overrides_strict(cfg, args.opts)
     default_setup(cfg, args)
     device = select_device(cfg.train.get("device", "cuda"))
     cfg.train.device = device
+    write_provenance(cfg, args, cfg.train.output_dir)  # provenance(_eval).json, main process only
 
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(device)
         model = build_ddp_model(cfg, model, device)
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        SafeCheckpointer(
+            model, require_complete=True, allow_unsafe=getattr(args, "allow_unsafe_checkpoint", False)
+        ).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     do_train(args, cfg, device)
 
 
 def invoke_main() -> None:
-    args = default_argument_parser(epilog=__doc__).parse_args()
+    parser = default_argument_parser(epilog=__doc__)
+    parser.add_argument(
+        "--allow-unsafe-checkpoint",
+        action="store_true",
+        help="load checkpoints that need full unpickling (arbitrary Python objects, which can run "
+        "code); without it such files are refused. Only for files you trust.",
+    )
+    args = parser.parse_args()
     launch(
         main,
         args.num_gpus,

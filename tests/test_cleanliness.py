@@ -116,3 +116,28 @@ def test_rescale_to_sum_keeps_total_and_passes_gradient_through_weighted():
     torch.testing.assert_close(out, torch.tensor([2.0, 4.0]))
     out.sum().backward()
     torch.testing.assert_close(w.grad, torch.tensor([2.0, 2.0]))  # the factor is a constant
+
+
+def test_topn_candidates_by_chunks_is_bit_identical():
+    """Chunks of ground truths give exactly the single-matrix result, ties included (duplicate
+    ground truths; tiny boxes whose top-n lists are filled with zero-IoU anchors)."""
+    from clean_anchors.cleanliness import topn_candidates_by_chunks
+    from clean_anchors.scores import box_pairwise_iou
+
+    g = torch.Generator().manual_seed(0)
+
+    def boxes(n, low, high, size=200.0):
+        side = torch.empty(n, 2).uniform_(low, high, generator=g)
+        corner = torch.rand(n, 2, generator=g) * (size - side)
+        return torch.cat([corner, corner + side], dim=1)
+
+    for _ in range(4):
+        gt, anchors = boxes(40, 0.5, 30.0), boxes(300, 2.0, 60.0).round()
+        gt[10:20] = gt[0]
+        for n in (1, 9, 1000):
+            expected = topn_candidates(box_pairwise_iou(gt, anchors), n)
+            for max_elements in (1, 300, 7 * 300 + 5, 10**9):  # 1 box per chunk ... all in one
+                got = topn_candidates_by_chunks(gt, anchors, n, box_pairwise_iou, max_elements=max_elements)
+                assert torch.equal(got, expected)
+    assert topn_candidates_by_chunks(gt[:0], anchors, 5, box_pairwise_iou, max_elements=1).tolist() == [-1] * 300
+    assert topn_candidates_by_chunks(gt, anchors, 0, box_pairwise_iou, max_elements=1).tolist() == [-1] * 300

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from swn.loss import average_m, regulariser_groups, sample_weights, swn_regulariser, uncertainty_weighted_loss
-from swn.network import SampleWeightingNetwork
+from swn.network import SampleWeightingNetwork, relu_mlp_of_scalar
 
 LN2 = math.log(2.0)
 
@@ -245,3 +245,114 @@ def test_regulariser_without_positives():
     expected = torch.zeros(4, 3)
     expected[:, 0] = 0.5 / 4
     torch.testing.assert_close(m.grad, expected)
+
+
+# ---------------------------------------------------------------- fast path (a speed switch)
+
+
+def _plain_relu_mlp(x, weights, biases):
+    h = x[:, None]
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        h = torch.nn.functional.linear(h, w, b)
+        if i < len(weights) - 1:
+            h = torch.relu(h)
+    return h
+
+
+def _values_and_grads(fn, params, upstream):
+    out = fn()
+    return out.detach(), torch.autograd.grad((out * upstream).sum(), params)
+
+
+@pytest.mark.parametrize("zero_biases", [True, False])
+def test_relu_mlp_of_scalar_equals_the_plain_mlp(zero_biases):
+    g = torch.Generator().manual_seed(0)
+    sizes = [1, 16, 16, 8, 3]
+    weights = [torch.randn(o, i, generator=g).requires_grad_() for i, o in zip(sizes[:-1], sizes[1:])]
+    biases = [(torch.zeros(o) if zero_biases else torch.randn(o, generator=g)).requires_grad_() for o in sizes[1:]]
+    # x = 0 exactly: with zero biases every ReLU input is exactly 0 there, where relu's gradient is 0
+    x = torch.cat([torch.linspace(-3.0, 3.0, 1001), torch.zeros(5), torch.full((3,), 2.5)])
+    upstream = torch.randn(x.numel(), 3, generator=g)
+    params = weights + biases
+    plain = _values_and_grads(lambda: _plain_relu_mlp(x, weights, biases), params, upstream)
+    fast = _values_and_grads(lambda: relu_mlp_of_scalar(x, weights, biases, max_pieces=10**6), params, upstream)
+    torch.testing.assert_close(fast[0], plain[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(fast[1], plain[1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+
+    assert relu_mlp_of_scalar(x, weights, biases, max_pieces=2) is None  # too many pieces: caller falls back
+    empty = relu_mlp_of_scalar(x[:0], weights, biases, max_pieces=10)
+    assert empty.shape == (0, 3)
+    with pytest.raises(ValueError, match="in_1 = 1"):
+        relu_mlp_of_scalar(x, weights[1:], biases[1:], max_pieces=10)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3])
+@pytest.mark.parametrize("shared_head", [True, False])
+@pytest.mark.parametrize("trained", [False, True])
+def test_fast_path_equals_the_plain_evaluation(num_tasks, shared_head, trained, monkeypatch):
+    """Dense-head inputs (95 % negatives: regression loss, IoU, prob, mask loss all 0; some
+    classification losses exactly 0): the same m and gradients with and without the fast path,
+    at initialisation (zero biases: the ReLU kinks sit at 0) and with trained-like weights."""
+    import swn.network
+
+    torch.manual_seed(0)
+    net = SampleWeightingNetwork(num_tasks=num_tasks, shared_head=shared_head, init_std=0.3 if trained else 1e-4)
+    if trained:
+        for module in net.modules():
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.normal_(module.bias, std=0.3)
+    num = 3000
+    inputs = _inputs(num, num_tasks, seed=1, scale=3.0)
+    g = torch.Generator().manual_seed(2)
+    negative = torch.rand(num, generator=g) < 0.95
+    for x in inputs[1:]:
+        x[negative] = 0.0
+    inputs[0][:20] = 0.0
+    upstream = torch.randn(num, num_tasks, generator=g)
+    params = list(net.parameters())
+
+    calls = []
+    original = swn.network.relu_mlp_of_scalar
+    monkeypatch.setattr(
+        swn.network, "relu_mlp_of_scalar", lambda *a, **k: calls.append(original(*a, **k)) or calls[-1]
+    )
+    net.fast_path = True
+    fast = _values_and_grads(lambda: net(*inputs), params, upstream)
+    assert calls and all(c is not None for c in calls)  # the fast path was taken
+    net.fast_path = False
+    plain = _values_and_grads(lambda: net(*inputs), params, upstream)
+    assert len(calls) == (1 if shared_head else num_tasks)
+    # float32 rounding: both are within ~5e-6 of a float64 evaluation of these m in [-2, 2]
+    torch.testing.assert_close(fast[0], plain[0], rtol=1e-5, atol=1e-5 * plain[0].abs().max().item() + 1e-12)
+    for a, b in zip(fast[1], plain[1]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item() + 1e-12)
+
+
+def test_fast_path_falls_back_when_most_samples_are_positives():
+    torch.manual_seed(0)
+    net = SampleWeightingNetwork(init_std=0.3)
+    inputs = _inputs(200, seed=3)  # every row has a non-zero regression loss, IoU and prob
+    fast = net(*inputs)
+    net.fast_path = False
+    assert torch.equal(fast, net(*inputs))
+
+
+def test_fast_path_under_autocast():
+    """As under AMP on a GPU (here CPU autocast to bfloat16): the negatives are computed in float32,
+    the positives as autocast makes them, and both paths agree to bfloat16 precision."""
+    torch.manual_seed(0)
+    net = SampleWeightingNetwork(init_std=0.3)
+    num = 2000
+    inputs = _inputs(num, seed=4, scale=3.0)
+    negative = torch.arange(num) % 10 != 0
+    for x in inputs[1:]:
+        x[negative] = 0.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = net(*inputs)
+        net.fast_path = False
+        plain = net(*inputs)
+    assert fast.dtype == torch.float32 and torch.isfinite(fast).all()
+    torch.testing.assert_close(fast, plain.float(), rtol=0.05, atol=0.05)
+    fast[:, 0].mean().backward()
+    assert all(p.grad is not None for p in net.parameters())

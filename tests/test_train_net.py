@@ -47,6 +47,9 @@ def test_retinanet_train_evaluate_resume(tmp_path):
     run_main("configs/Synthetic/retinanet_mnv2_fpn.py", out, "train.max_iter=6", flags=["--resume"])
     iters = [m["iteration"] for m in read_metrics(out) if "total_loss" in m]
     assert iters == [0, 1, 2, 3, 4, 5]
+    assert all(m["peak_mem_mb"] > 0 for m in read_metrics(out) if "total_loss" in m)  # detkit PeakMemory
+    provenance = json.load(open(os.path.join(out, "provenance.json")))  # the first start, then the resume
+    assert provenance["mode"] == "train" and [r["resume"] for r in provenance["resumes"]] == [True]
 
     # --eval-only evaluates the given checkpoint
     eval_out = str(tmp_path / "eval")
@@ -59,6 +62,8 @@ def test_retinanet_train_evaluate_resume(tmp_path):
     assert "AP" in results["bbox"]
     assert os.path.isfile(os.path.join(eval_out, "inference", "coco_instances_results.json"))
     assert not any(f.endswith(".pth") for f in os.listdir(eval_out))
+    assert os.path.isfile(os.path.join(eval_out, "provenance_eval.json"))  # never provenance.json
+    assert not os.path.exists(os.path.join(eval_out, "provenance.json"))
 
 
 @pytest.mark.parametrize(
@@ -159,3 +164,5 @@ def test_demo_script_prints_ap_table(tmp_path):
     assert "| retinanet_mnv2_fpn |" in r.stdout and "box AP50" in r.stdout
     assert os.path.isfile(tmp_path / "retinanet_mnv2_fpn" / "model_final.pth")
     assert os.path.isfile(tmp_path / "results.md")
+    assert os.path.getsize(tmp_path / "report" / "pr_curves.png") > 0
+    assert "## Provenance" in (tmp_path / "report" / "report.md").read_text()

@@ -3,7 +3,7 @@ from detectron2.config import LazyCall as L
 
 from clean_anchors import CleanAnchorsRetinaNet, CleanlinessConfig
 
-from .retinanet_mnv2_fpn import dataloader, lr_multiplier, model, optimizer, train
+from .retinanet_mnv2_fpn import dataloader, lr_multiplier, model, optimizer, train, test
 
 model._target_ = CleanAnchorsRetinaNet
 model.topn = 30

@@ -1,6 +1,6 @@
 """RetinaNet, MobileNetV2-FPN, on the synthetic noisy-box set (3 classes, 128x128)."""
 from ..common.cpu_schedule import lr_multiplier, optimizer, train
-from ..common.data.synthetic import dataloader
+from ..common.data.synthetic import dataloader, test
 from ..common.models.retinanet_mnv2_fpn import model
 
 model.num_classes = 3

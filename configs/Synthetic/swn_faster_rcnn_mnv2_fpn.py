@@ -1,6 +1,6 @@
 """SWN Faster R-CNN (SWN on the Fast R-CNN box head) on the synthetic noisy-box set."""
 from ..common.swn import swn_rcnn
-from .faster_rcnn_mnv2_fpn import dataloader, lr_multiplier, model, optimizer, train
+from .faster_rcnn_mnv2_fpn import dataloader, lr_multiplier, model, optimizer, train, test
 
 swn_rcnn(model, optimizer)
 train.output_dir = "./output/Synthetic/swn_faster_rcnn_mnv2_fpn"

@@ -3,7 +3,7 @@ from detectron2.config import LazyCall as L
 
 from clean_anchors import CleanAnchorsRPN, CleanlinessConfig
 
-from .faster_rcnn_mnv2_fpn import dataloader, lr_multiplier, model, optimizer, train
+from .faster_rcnn_mnv2_fpn import dataloader, lr_multiplier, model, optimizer, train, test
 
 model.proposal_generator._target_ = CleanAnchorsRPN
 model.proposal_generator.topn = 10

@@ -6,6 +6,8 @@ from detectron2.config import LazyConfig
 from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
 
+from ..modeling.soft_nms import SOFT_NMS_DEFAULTS
+
 
 def _all_keys(node, prefix=""):
     for k in node.keys():
@@ -71,3 +73,36 @@ def _is_argument_of_lazy_call(cfg, key: str) -> bool:
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             return False
     return False
+
+
+#: Defaults of the ``test`` node that train_net.py adds to every config (see add_test_defaults):
+#: the papers' multi-scale + flip test (short sides 400-1200, long side <= 4000; SWN Table 3,
+#: CleanAnchors Table 6) and Soft-NMS with Bodla et al.'s settings, both off.
+TEST_DEFAULTS = dict(
+    aug=dict(enabled=False, min_sizes=[400, 500, 600, 700, 900, 1000, 1100, 1200], max_size=4000, flip=True),
+    soft_nms=dict(enabled=False, **SOFT_NMS_DEFAULTS),
+)
+
+
+def add_test_defaults(cfg):
+    """Give ``cfg`` a complete ``test`` node: :data:`TEST_DEFAULTS`, overridden by whatever the
+    config file sets under ``test`` (a config may set only ``test.aug.min_sizes``, say). Call it
+    before :func:`apply_overrides_strict`, so that ``test.aug.enabled=True`` is an existing key on
+    every config. A key under ``test`` that the defaults do not have is an error (a typo would
+    otherwise be ignored). Returns ``cfg``, changed in place."""
+    given = cfg.get("test", None)
+    defaults = OmegaConf.create(TEST_DEFAULTS)
+    if given is None:
+        cfg.test = defaults
+        return cfg
+    known = set(_all_keys(defaults))
+    if not OmegaConf.is_dict(given):
+        given = OmegaConf.create(given)  # raises for anything but a mapping
+    for key in _all_keys(given):
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f" Did you mean {', '.join('test.' + c for c in close)}?" if close else ""
+            options = ", ".join(sorted("test." + k for k in known))
+            raise KeyError(f"Config key 'test.{key}' is not a test option ({options}).{hint}")
+    cfg.test = OmegaConf.merge(defaults, given)
+    return cfg

@@ -7,8 +7,11 @@ from detectron2.config import LazyCall as L
 from detectron2.evaluation import PascalVOCDetectionEvaluator
 from detectron2.model_zoo import get_config
 
+from detkit.data.validation import validated_dataset_dicts
+
 dataloader = get_config("common/data/coco.py").dataloader  # Detectron2's loaders, VOC data below
 
+dataloader.train.dataset._target_ = validated_dataset_dicts  # + box and class-id checks
 dataloader.train.dataset.names = ("voc_2007_trainval", "voc_2012_trainval")
 dataloader.train.mapper.use_instance_mask = False
 dataloader.train.mapper.augmentations[0] = L(T.ResizeShortestEdge)(

@@ -5,7 +5,14 @@ as a Detectron2 project.
 - :mod:`clean_anchors.scores`: cleanliness of a batch's candidates and the method's switches;
 - :class:`CleanAnchorsRetinaNet`, :class:`CleanAnchorsRPN`: thin Detectron2 subclasses.
 """
-from .cleanliness import reweight, rescale_to_sum, soft_focal_loss, soft_labels, topn_candidates
+from .cleanliness import (
+    reweight,
+    rescale_to_sum,
+    soft_focal_loss,
+    soft_labels,
+    topn_candidates,
+    topn_candidates_by_chunks,
+)
 from .retinanet import CleanAnchorsRetinaNet
 from .rpn import CleanAnchorsRPN
 from .scores import CleanlinessConfig
@@ -19,4 +26,5 @@ __all__ = [
     "soft_focal_loss",
     "soft_labels",
     "topn_candidates",
+    "topn_candidates_by_chunks",
 ]

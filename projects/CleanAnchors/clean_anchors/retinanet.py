@@ -5,14 +5,14 @@ import torch
 from detectron2.layers import cat
 from detectron2.modeling.box_regression import _dense_box_regression_loss
 from detectron2.modeling.meta_arch import RetinaNet
-from detectron2.structures import Boxes, pairwise_iou
+from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss_jit
 
 from detkit.modeling.dense_labels import dense_labels
 
-from .cleanliness import soft_focal_loss, topn_candidates
-from .scores import CleanlinessConfig, candidate_scores, log_cleanliness, per_anchor_box_loss
+from .cleanliness import soft_focal_loss, topn_candidates_by_chunks
+from .scores import CleanlinessConfig, box_pairwise_iou, candidate_scores, log_cleanliness, per_anchor_box_loss
 
 __all__ = ["CleanAnchorsRetinaNet"]
 
@@ -66,7 +66,7 @@ class CleanAnchorsRetinaNet(RetinaNet):
         gt_labels, matched_gt_boxes = [], []
         num_candidates, num_gt = 0, 0
         for gt in gt_instances:
-            matched = topn_candidates(pairwise_iou(gt.gt_boxes, anchors), self.topn)
+            matched = topn_candidates_by_chunks(gt.gt_boxes.tensor, anchors.tensor, self.topn, box_pairwise_iou)
             fg = matched >= 0
             if len(gt) > 0:
                 index = matched.clamp(min=0)

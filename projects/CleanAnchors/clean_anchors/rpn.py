@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from detectron2.layers import cat
 from detectron2.modeling.proposal_generator import RPN
-from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
-from .cleanliness import topn_candidates
-from .scores import CleanlinessConfig, candidate_scores, log_cleanliness, per_anchor_box_loss
+from .cleanliness import topn_candidates_by_chunks
+from .scores import CleanlinessConfig, box_pairwise_iou, candidate_scores, log_cleanliness, per_anchor_box_loss
 
 __all__ = ["CleanAnchorsRPN"]
 
@@ -57,7 +57,7 @@ class CleanAnchorsRPN(RPN):
         gt_labels, matched_gt_boxes = [], []
         num_candidates, num_gt = 0, 0
         for gt in gt_instances:
-            matched = topn_candidates(pairwise_iou(gt.gt_boxes, anchors), self.topn)
+            matched = topn_candidates_by_chunks(gt.gt_boxes.tensor, anchors.tensor, self.topn, box_pairwise_iou)
             labels = (matched >= 0).to(torch.int8)
             if self.anchor_boundary_thresh >= 0:
                 labels[~anchors.inside_box(gt.image_size, self.anchor_boundary_thresh)] = -1

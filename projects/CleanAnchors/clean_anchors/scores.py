@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import torch
 from detectron2.layers import ciou_loss, diou_loss
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, pairwise_iou
 from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import giou_loss, smooth_l1_loss
@@ -13,7 +13,14 @@ from torch import Tensor
 
 from .cleanliness import rescale_to_sum, reweight, soft_labels
 
-__all__ = ["CleanlinessConfig", "CandidateScores", "candidate_scores", "per_anchor_box_loss", "log_cleanliness"]
+__all__ = [
+    "CleanlinessConfig",
+    "CandidateScores",
+    "candidate_scores",
+    "per_anchor_box_loss",
+    "log_cleanliness",
+    "box_pairwise_iou",
+]
 
 
 @dataclass
@@ -95,6 +102,11 @@ def candidate_scores(
         targets[m] = soft_labels(loc_a[m], cls_c[m], cfg.alpha, cfg.soft_label_mode, cfg.eps)
         weights[m] = reweight(loc_a[m], cls_c[m], cfg.alpha, cfg.gamma, cfg.eps)
     return CandidateScores(loc_a, cls_c, targets, weights)
+
+
+def box_pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Detectron2's ``pairwise_iou`` of (N, 4) and (M, 4) XYXY tensors: (N, M)."""
+    return pairwise_iou(Boxes(boxes1), Boxes(boxes2))
 
 
 def per_anchor_box_loss(box2box_transform, anchors, pred_deltas, gt_boxes, loss_type="smooth_l1", beta=0.0):

@@ -1,0 +1,126 @@
+"""tools/benchmark.py on tiny synthetic inputs: every section's functions run and return
+well-formed results (the numbers themselves are the benchmark's business, not the test's)."""
+import importlib.util
+import math
+import os
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT
+
+SYNTHETIC_RETINANETS = [
+    "configs/Synthetic/retinanet_mnv2_fpn.py",
+    "configs/Synthetic/clean_anchors_retinanet_mnv2_fpn.py",
+    "configs/Synthetic/swn_retinanet_mnv2_fpn.py",
+]
+SYNTHETIC_RCNNS = [
+    "configs/Synthetic/faster_rcnn_mnv2_fpn.py",
+    "configs/Synthetic/clean_anchors_faster_rcnn_mnv2_fpn.py",
+    "configs/Synthetic/swn_faster_rcnn_mnv2_fpn.py",
+]
+NO_IMAGENET = ["model.backbone.pretrained=False"]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    # One thread: on a loaded 2-core machine two OpenMP threads make these tiny steps 5-10x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    spec = importlib.util.spec_from_file_location("benchmark", os.path.join(REPO_ROOT, "tools", "benchmark.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    torch.set_num_threads(threads)
+
+
+def test_ratio_with_interval(bench):
+    ratio, low, high = bench.ratio_with_interval([2.0, 2.2, 2.4, 9.0], [1.0, 1.1, 1.2, 1.0])
+    assert ratio == pytest.approx(2.3 / 1.05)  # medians 2.3 and 1.05
+    assert low <= ratio <= high
+    assert all(math.isnan(v) for v in bench.ratio_with_interval([], []))
+    with pytest.raises(ValueError, match="same length"):
+        bench.ratio_with_interval([1.0], [1.0, 2.0])
+
+
+def test_profiled_peak_bytes_counts_live_tensors(bench):
+    def fn():
+        a = torch.ones(1 << 20)  # 4 MiB
+        b = torch.ones(1 << 19)  # 2 MiB while a is alive: the peak
+        del a, b
+        torch.ones(1 << 20)  # 4 MiB after both were freed
+
+    peak = bench.profiled_peak_bytes(fn)
+    assert 6 * 2**20 <= peak < 6.5 * 2**20
+
+
+def test_models_start_from_the_stock_weights(bench):
+    stock, clean, swn = bench.build_models(SYNTHETIC_RETINANETS, NO_IMAGENET)
+    reference = stock.model.state_dict()
+    for method in (clean, swn):
+        state = method.model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in reference.items())
+        assert sorted(set(state) - set(reference)) == sorted(k for k in state if k.startswith("swn."))
+    assert any(k.startswith("swn.") for k in swn.model.state_dict())
+    with pytest.raises(ValueError, match="not the stock model"):
+        bench.build_models([SYNTHETIC_RETINANETS[0], SYNTHETIC_RCNNS[0]], NO_IMAGENET)
+
+
+def test_load_batches_resizes_images_and_boxes(bench):
+    (as_stored,), (resized,) = (
+        bench.load_batches("synthetic_train", batch_size=1, num_batches=1, image_size=size) for size in (None, (64, 256))
+    )
+    assert as_stored[0]["image"].shape == (3, 128, 128) and resized[0]["image"].shape == (3, 64, 256)
+    assert (resized[0]["height"], resized[0]["width"]) == (64, 256)
+    scale = torch.tensor([2.0, 0.5, 2.0, 0.5])
+    expected = as_stored[0]["instances"].gt_boxes.tensor * scale
+    torch.testing.assert_close(resized[0]["instances"].gt_boxes.tensor, expected)
+    with pytest.raises(ValueError, match="not enough"):
+        bench.load_batches("synthetic_train", batch_size=4, num_batches=100)
+
+
+@pytest.mark.parametrize(
+    "configs, batch_size, iters, warmup",
+    [(SYNTHETIC_RETINANETS, 2, 2, 1), (SYNTHETIC_RCNNS, 1, 1, 0)],  # an R-CNN step is slower on a CPU
+    ids=["retinanet", "faster_rcnn"],
+)
+def test_training_and_inference_sections(bench, configs, batch_size, iters, warmup):
+    batches = bench.load_batches("synthetic_train", batch_size=batch_size, num_batches=2)
+    results, runners = bench.benchmark_training(
+        "g", configs, batches, iters=iters, warmup=warmup, overrides=NO_IMAGENET
+    )
+    assert [r.model for r in results] == [bench.config_name(c) for c in configs]
+    assert results[0].ratio == 1.0
+    for r in results:
+        assert r.iters == iters and r.s_per_iter > 0 and r.cpu_s_per_iter > 0 and r.images_per_iter == batch_size
+        assert r.ratio > 0 and r.ratio_low <= r.ratio <= r.ratio_high and r.cpu_ratio > 0
+        assert r.peak_mb > 0 and r.peak_ratio > 0
+    inference = bench.benchmark_inference("g", [r.bench for r in runners], batches, iters=1, warmup=0)
+    assert [r.checkpoint for r in inference] == [r.model for r in results]
+    for r in inference[1:]:
+        assert r.identical_detections and r.detections_compared > 0 and r.ratio > 0
+    assert inference[2].dropped_keys > 0 and inference[1].dropped_keys == 0  # SWN / CleanAnchors
+    assert "| g | swn_" in bench.format_training(results) and "yes (" in bench.format_inference(inference)
+
+
+def test_assignment_section(bench):
+    results = bench.benchmark_assignment(
+        SYNTHETIC_RETINANETS, num_boxes=[1, 20], image_size=(96, 128), reps=1, overrides=NO_IMAGENET
+    )
+    assert [(r.num_boxes, r.model) for r in results] == [
+        (n, bench.config_name(c)) for n in (1, 20) for c in SYNTHETIC_RETINANETS
+    ]
+    for r in results:
+        assert r.num_anchors > 0 and r.label_s > 0 and r.loss_s > 0 and r.label_peak_mb > 0 and r.loss_peak_mb > 0
+        assert r.label_time_ratio > 0 and r.label_peak_ratio > 0 and r.loss_time_ratio > 0 and r.loss_peak_ratio > 0
+    assert "| 20 | clean_anchors_retinanet_mnv2_fpn |" in bench.format_assignment(results)
+
+
+def test_cuda_section_says_skipped_without_a_gpu(bench, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    out = bench.run(bench.parse_args(["--sections", "cuda"]))
+    assert "skipped" in out["cuda"]["skipped"]
+    assert "no CUDA device: skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--sections", "train,gpu"])

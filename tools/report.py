@@ -1,0 +1,763 @@
+#!/usr/bin/env python
+"""Model-zoo style report of train_net.py runs: the table of Detectron2's MODEL_ZOO.md, side-by-side
+comparisons of runs that differ only in the method, training curves, and each run's provenance.
+
+    python tools/report.py OUTPUT_DIR... [--out DIR] [--baseline NAME] [--title T] [--smooth N]
+
+Reads from each OUTPUT_DIR (a train.output_dir of train_net.py) only what the run wrote itself:
+metrics.json (Detectron2's JSONWriter), eval_results.json, config.yaml, provenance.json and, for
+the inference time of runs that predate "inference_s_per_image" in eval_results.json, log.txt.
+Writes DIR/report.md (default DIR: report/), DIR/training_curves.png (smoothed total_loss and lr
+against the iteration, all runs on one plot) and DIR/loss_terms.png (one panel per loss term), and
+prints the tables.
+
+Columns and how they are measured:
+  lr sched         "1x" etc. when max_iter x total_batch_size equals Detectron2's 90k iterations x
+                   16 images (times the factor), otherwise "<max_iter> it × <batch> img"
+  train time       median of metrics.json's "time" (seconds per iteration; each logged value is
+                   already JSONWriter's median over the last 20 iterations) over the lines of
+                   iteration >= 20, so the slow first iterations are left out
+  inference time   eval_results.json "inference_s_per_image" ("..._tta" for the TTA rows), else
+                   the last "Total inference pure compute time: ... (X s / iter per device, ...)"
+                   line of log.txt (one image per iteration and device, as in Detectron2's test
+                   loader)
+  train mem        the largest "peak_mem_mb" in metrics.json (detkit.engine.PeakMemory:
+                   torch.cuda.max_memory_allocated on a GPU, peak RSS of the main process on the CPU)
+  box AP ... APl   COCO box metrics; "mask AP" and "prop. AR" (AR@1000) columns appear when a run
+                   has segm / box_proposals results; NaN (a size bucket with no objects) shows "-"
+
+Runs with the same training and test datasets, max_iter, batch size, base lr, lr steps, backbone and
+Detectron2 meta-architecture (the Detectron2 class a method's model derives from) form a group; in
+each group of two or more, every run is compared with the baseline: the run named by --baseline,
+else the first run whose model is stock Detectron2 (every _target_ under `model` in detectron2.* or
+detkit.*). The comparison also lists the config keys in which each run differs from the baseline.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import statistics
+import sys
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+# Detectron2's "1x": 90k iterations of 16 images (MODEL_ZOO.md)
+ONE_X_IMAGES = 90000 * 16
+TIME_SKIP_ITERS = 20
+BOX_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+KNOWN_TASKS = ("bbox", "segm", "keypoints", "box_proposals")
+MINUS = "\u2212"
+# config keys that differ between any two runs without changing what is trained
+IGNORED_CONFIG_KEYS = ("train.output_dir", "dataloader.evaluator.output_dir", "train.device")
+
+
+class ReportError(Exception):
+    """A run folder or one of its files cannot be used; the message names the file."""
+
+
+# ---------------------------------------------------------------------------------------------
+# reading one run
+
+
+def read_metrics(path: str) -> Tuple[List[Dict], List[str]]:
+    """The lines of a JSONWriter ``metrics.json`` as dicts sorted by "iteration", one per iteration
+    (a ``--resume`` may write an iteration twice: later lines update earlier ones), and notes. A
+    truncated last line (a run killed while writing) is dropped with a note; any other line that
+    is not a JSON object is an error."""
+    by_iter: Dict[int, Dict] = OrderedDict()
+    notes = []
+    with open(path) as f:
+        lines = f.read().splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "iteration" not in record:
+                raise ValueError("not an object with an 'iteration'")
+        except ValueError as e:
+            if number == len(lines):
+                notes.append(f"{path}: last line is incomplete and was skipped")
+                continue
+            raise ReportError(f"{path}, line {number}: not a JSONWriter record ({e}): {line[:80]!r}")
+        by_iter.setdefault(int(record["iteration"]), {}).update(record)
+    return [by_iter[k] for k in sorted(by_iter)], notes
+
+
+def median_iteration_time(metrics: Sequence[Dict], skip: int = TIME_SKIP_ITERS) -> Tuple[Optional[float], str]:
+    """Median of the "time" values of the lines with iteration >= ``skip``, and how it was taken.
+    Runs too short to have such lines use all their lines (said in the returned note)."""
+    timed = [(m["iteration"], m["time"]) for m in metrics if _is_number(m.get("time"))]
+    if not timed:
+        return None, "no 'time' in metrics.json"
+    later = [t for it, t in timed if it >= skip]
+    if later:
+        return statistics.median(later), f"median over iterations >= {skip}"
+    return statistics.median(t for _, t in timed), f"run shorter than {skip + 1} iterations: median over all"
+
+
+def peak_memory_gb(metrics: Sequence[Dict], key: str = "peak_mem_mb") -> Optional[float]:
+    values = [m[key] for m in metrics if _is_number(m.get(key))]
+    return max(values) / 1024.0 if values else None
+
+
+_INFERENCE_LINE = re.compile(
+    r"Total inference pure compute time: .*?\(([0-9.eE+-]+) s / iter per device, on (\d+) devices\)"
+)
+
+
+def inference_time_from_log(path: str) -> Optional[float]:
+    """Seconds per image of the last evaluation logged in a Detectron2 ``log.txt``."""
+    if not os.path.isfile(path):
+        return None
+    found = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = _INFERENCE_LINE.search(line)
+            if m:
+                found = float(m.group(1))
+    return found
+
+
+def normalize_results(results: Dict) -> "OrderedDict[str, Dict[str, Dict[str, float]]]":
+    """``eval_results.json``'s "results" as ``{evaluation: {task: {metric: value}}}``.
+
+    Accepts what ``inference_on_dataset`` returns for one dataset (``{task: metrics}``: evaluation
+    "") and the per-dataset form (``{dataset: {task: metrics}}``). A task key with a suffix, such
+    as "bbox_TTA", becomes task "bbox" of evaluation "TTA"."""
+    if not isinstance(results, dict):
+        raise ReportError(f"'results' is {type(results).__name__}, expected a dict")
+
+    def is_task_level(d):
+        return isinstance(d, dict) and all(
+            isinstance(v, dict) and all(_is_number(x) or x is None for x in v.values()) for v in d.values()
+        )
+
+    out: "OrderedDict[str, Dict]" = OrderedDict()
+    levels = [("", results)] if is_task_level(results) else list(results.items())
+    for evaluation, tasks in levels:
+        if not is_task_level(tasks):
+            raise ReportError(f"results[{evaluation!r}] is not a {{task: {{metric: value}}}} dict")
+        for task, metrics in tasks.items():
+            name, suffix = task, ""
+            for known in KNOWN_TASKS:
+                if task.startswith(known + "_"):
+                    name, suffix = known, task[len(known) + 1:]
+            key = " ".join(x for x in (evaluation, suffix) if x)
+            out.setdefault(key, {})[name] = metrics
+    return out
+
+
+def _cfg_get(cfg, dotted: str, default=None):
+    node = cfg
+    try:
+        for part in dotted.split("."):
+            node = node[part]
+    except Exception:  # missing key, unresolvable interpolation, not a container
+        return default
+    return node
+
+
+def _names(value) -> Tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+def model_family(target: Optional[str]) -> str:
+    """The Detectron2 class a model ``_target_`` is or derives from ("RetinaNet",
+    "GeneralizedRCNN", ...); the target's last name when it is not a Detectron2 subclass or
+    cannot be imported."""
+    if not target:
+        return "-"
+    try:
+        from detectron2.utils.registry import locate
+
+        obj = locate(target)
+        for cls in getattr(obj, "__mro__", ()):
+            if cls.__module__.startswith("detectron2."):
+                return cls.__name__
+    except Exception:
+        pass
+    return target.rsplit(".", 1)[-1]
+
+
+def lr_steps(cfg, max_iter: Optional[int]) -> Optional[Tuple]:
+    """Iterations at which the lr multiplier drops (after warmup), from ``cfg.lr_multiplier``;
+    ("continuous",) for a smooth decay (cosine, linear); None when it cannot be built."""
+    if not max_iter or "lr_multiplier" not in cfg:
+        return None
+    try:
+        from detectron2.config import instantiate
+
+        sched = instantiate(cfg.lr_multiplier)
+        multiplier = lambda i: float(sched(i / max_iter))  # noqa: E731  (what LRMultiplier calls)
+        stride = max(1, max_iter // 5000)
+        grid = list(range(0, max_iter, stride))
+        values = [multiplier(i) for i in grid]
+    except Exception:
+        return None
+    drops = []
+    for j in range(1, len(grid)):
+        if values[j] < values[j - 1] * (1 - 1e-6):
+            if len(drops) > 10:
+                break
+            # the exact iteration inside the coarse interval
+            prev = values[j - 1]
+            for i in range(grid[j - 1] + 1, grid[j] + 1):
+                value = multiplier(i)
+                if value < prev * (1 - 1e-6):
+                    drops.append(i)
+                    break
+                prev = value
+    return ("continuous",) if len(drops) > 10 else tuple(drops)
+
+
+def schedule_name(max_iter: Optional[int], batch: Optional[int]) -> str:
+    """"1x", "3x", ... as in MODEL_ZOO.md when ``max_iter * batch`` is a multiple of 90k x 16
+    images (in halves), else "<max_iter> it × <batch> img"."""
+    if not max_iter or not batch:
+        return "-"
+    factor = max_iter * batch / ONE_X_IMAGES
+    if factor > 0 and abs(factor * 2 - round(factor * 2)) < 1e-9 and round(factor * 2) >= 1:
+        return f"{factor:g}x"
+    return f"{max_iter} it × {batch} img"
+
+
+def flatten_config(cfg) -> Dict[str, str]:
+    """``{"a.b.c": repr of the value}`` of every leaf, interpolations unresolved."""
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=False)
+    flat = {}
+
+    def walk(prefix, node):
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, list) and any(isinstance(v, (dict, list)) for v in node):
+            for i, v in enumerate(node):
+                walk(f"{prefix}.{i}", v)
+        else:
+            flat[prefix] = node if isinstance(node, str) else json.dumps(node, default=str)
+
+    walk("", container)
+    return flat
+
+
+def read_config(path: str) -> Dict:
+    """What the report needs from a run's saved ``config.yaml``."""
+    from detectron2.config import LazyConfig
+
+    try:
+        cfg = LazyConfig.load(path)
+    except Exception as e:
+        raise ReportError(f"{path}: cannot be loaded as a LazyConfig ({type(e).__name__}: {e})") from e
+    max_iter = _cfg_get(cfg, "train.max_iter")
+    max_iter = int(max_iter) if _is_number(max_iter) else None
+    batch = _cfg_get(cfg, "dataloader.train.total_batch_size")
+    batch = int(batch) if _is_number(batch) else None
+    flat = flatten_config(cfg)
+    target = flat.get("model._target_")
+    targets = [v for k, v in flat.items() if k.startswith("model.") and k.endswith("._target_")]
+    backbone = tuple(flat.get(k) for k in ("model.backbone._target_", "model.backbone.bottom_up._target_") if k in flat)
+    base_lr = _cfg_get(cfg, "optimizer.lr")
+    return {
+        "max_iter": max_iter,
+        "batch_size": batch,
+        "lr_sched": schedule_name(max_iter, batch),
+        "base_lr": float(base_lr) if _is_number(base_lr) else None,
+        "lr_steps": lr_steps(cfg, max_iter),
+        "train_datasets": _names(_cfg_get(cfg, "dataloader.train.dataset.names")),
+        "test_datasets": _names(_cfg_get(cfg, "dataloader.test.dataset.names")),
+        "model_target": target,
+        "model_family": model_family(target),
+        "backbone": backbone,
+        "stock_model": bool(targets) and all(t.startswith(("detectron2.", "detkit.")) for t in targets),
+        "seed": _cfg_get(cfg, "train.seed"),
+        "flat": flat,
+    }
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as e:
+        raise ReportError(f"{path}: not valid JSON ({e})") from e
+
+
+def load_run(output_dir: str, name: Optional[str] = None) -> Dict:
+    """Everything the report shows about one train_net output folder.
+
+    Returns a dict with "name", "dir", "config" (see :func:`read_config`; None without
+    config.yaml), "metrics" (metrics.json lines), "s_per_iter" and "time_note", "train_mem_gb",
+    "inference_s_per_image" (``{"": plain, "tta": with TTA}``, seconds per image) and
+    "inference_source", "iterations_trained", "results"
+    (:func:`normalize_results`), "provenance" / "provenance_eval" (the JSON or None) and "notes".
+    Missing files give None values and a note; a folder with none of the files is an error."""
+    if not os.path.isdir(output_dir):
+        raise ReportError(f"{output_dir}: no such folder (give train.output_dir folders of train_net.py runs)")
+    files = {f: os.path.join(output_dir, f) for f in ("metrics.json", "eval_results.json", "config.yaml",
+                                                        "provenance.json", "provenance_eval.json", "log.txt")}
+    present = {f: os.path.isfile(p) for f, p in files.items()}
+    if not (present["metrics.json"] or present["eval_results.json"] or present["config.yaml"]):
+        raise ReportError(
+            f"{output_dir}: not a train_net.py output folder (none of metrics.json, eval_results.json, config.yaml)"
+        )
+    run = {"name": name or os.path.basename(os.path.normpath(output_dir)), "dir": output_dir, "notes": []}
+
+    run["config"] = read_config(files["config.yaml"]) if present["config.yaml"] else None
+    if run["config"] is None:
+        run["notes"].append("no config.yaml")
+
+    if present["metrics.json"]:
+        run["metrics"], notes = read_metrics(files["metrics.json"])
+        run["notes"] += notes
+    else:
+        run["metrics"] = []
+        run["notes"].append("no metrics.json")
+    run["s_per_iter"], run["time_note"] = median_iteration_time(run["metrics"])
+    run["train_mem_gb"] = peak_memory_gb(run["metrics"])
+    if run["metrics"] and run["train_mem_gb"] is None:
+        run["notes"].append("no peak_mem_mb in metrics.json (run predates detkit.engine.PeakMemory)")
+
+    run["results"], run["iterations_trained"], saved = OrderedDict(), None, {}
+    if present["eval_results.json"]:
+        saved = _read_json(files["eval_results.json"])
+        if not isinstance(saved, dict) or "results" not in saved:
+            raise ReportError(f"{files['eval_results.json']}: no 'results' key (expected train_net.py's format)")
+        try:
+            run["results"] = normalize_results(saved["results"])
+        except ReportError as e:
+            raise ReportError(f"{files['eval_results.json']}: {e}") from e
+        run["iterations_trained"] = saved.get("iterations_trained")
+    else:
+        run["notes"].append("no eval_results.json")
+    # "inference_s_per_image" (plain evaluation), "inference_s_per_image_tta" (evaluation "TTA"), ...
+    run["inference_s_per_image"] = {
+        k[len("inference_s_per_image"):].lstrip("_").lower(): v
+        for k, v in saved.items() if k.startswith("inference_s_per_image") and _is_number(v)
+    }
+    run["inference_source"] = "eval_results.json" if run["inference_s_per_image"] else None
+    if "" not in run["inference_s_per_image"]:
+        from_log = inference_time_from_log(files["log.txt"])
+        if from_log is not None:
+            run["inference_s_per_image"][""] = from_log
+            run["inference_source"] = "log.txt"
+
+    run["provenance"] = _read_json(files["provenance.json"]) if present["provenance.json"] else None
+    run["provenance_eval"] = _read_json(files["provenance_eval.json"]) if present["provenance_eval.json"] else None
+    if run["provenance"] is None:
+        run["notes"].append("no provenance.json")
+    return run
+
+
+def load_runs(output_dirs: Sequence[str]) -> List[Dict]:
+    """:func:`load_run` of each folder, named by the folder's name, or by as many trailing path
+    components as it takes to tell two folders of the same name apart."""
+    parts = [os.path.normpath(os.path.abspath(d)).split(os.sep) for d in output_dirs]
+    depth = 1
+    while depth < max(len(p) for p in parts) and len({"/".join(p[-depth:]) for p in parts}) < len(parts):
+        depth += 1
+    return [load_run(d, "/".join(p[-depth:])) for d, p in zip(output_dirs, parts)]
+
+
+# ---------------------------------------------------------------------------------------------
+# grouping and tables
+
+
+def group_key(run: Dict) -> Tuple:
+    """What must be equal for two runs to differ only in the method."""
+    c = run["config"]
+    if c is None:
+        return ("no config.yaml", run["dir"])
+    return (c["train_datasets"], c["test_datasets"], c["max_iter"], c["batch_size"], c["base_lr"],
+            c["lr_steps"], c["backbone"], c["model_family"])
+
+
+def describe_group(run: Dict) -> str:
+    c = run["config"]
+    if c is None:
+        return f"{run['name']} (no config.yaml)"
+    steps = c["lr_steps"]
+    steps = "lr steps unknown" if steps is None else (
+        "no lr steps" if not steps else "smooth lr decay" if steps == ("continuous",)
+        else "steps at " + ", ".join(str(s) for s in steps))
+    lr = f"lr {c['base_lr']:g}" if c["base_lr"] is not None else "lr -"
+    return (f"{'+'.join(c['train_datasets']) or '-'} → {'+'.join(c['test_datasets']) or '-'}, "
+            f"{c['max_iter']} it × {c['batch_size']} img, {lr}, {steps}, {c['model_family']}")
+
+
+def _matches(run: Dict, name: str) -> bool:
+    name = os.path.normpath(name)
+    return name in (run["name"], os.path.basename(os.path.normpath(run["dir"])), os.path.normpath(run["dir"]))
+
+
+def group_runs(runs: Sequence[Dict], baseline: Optional[str] = None) -> List[Dict]:
+    """Runs grouped by :func:`group_key`, in first-appearance order. Each group is
+    ``{"description", "runs" (baseline first, then input order), "baseline" (a run or None),
+    "notes"}``; the baseline is the run matching ``baseline`` (name or folder), else the first
+    stock-Detectron2 model, else None."""
+    groups: "OrderedDict[Tuple, List[Dict]]" = OrderedDict()
+    for run in runs:
+        groups.setdefault(group_key(run), []).append(run)
+    out = []
+    for members in groups.values():
+        notes = []
+        chosen = [r for r in members if baseline is not None and _matches(r, baseline)]
+        if not chosen:
+            chosen = [r for r in members if r["config"] is not None and r["config"]["stock_model"]]
+            if len(chosen) > 1:
+                notes.append(f"{len(chosen)} stock models in this group; the baseline is the first, "
+                             f"{chosen[0]['name']} (choose with --baseline)")
+        base = chosen[0] if chosen else None
+        if base is None and len(members) > 1:
+            notes.append("no stock Detectron2 model in this group: pass --baseline NAME to compare")
+        ordered = ([base] if base else []) + [r for r in members if r is not base]
+        out.append({"description": describe_group(members[0]), "runs": ordered, "baseline": base, "notes": notes})
+    return out
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def fmt(value, digits: int = 2, sign: bool = False) -> str:
+    """A table cell: "-" for missing or NaN; signed differences use a real minus sign."""
+    if not _is_number(value) or math.isnan(value):
+        return "-"
+    text = f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+    return text.replace("-", MINUS) if sign else text
+
+
+def _columns(runs: Sequence[Dict]) -> List[Tuple[str, str, str]]:
+    """(header, task, metric) of the AP columns, mask AP / prop. AR only when some run has them."""
+    cols = [("box AP" if m == "AP" else m, "bbox", m) for m in BOX_METRICS]
+    tasks = {t for r in runs for ev in r["results"].values() for t in ev}
+    if "segm" in tasks:
+        cols.append(("mask AP", "segm", "AP"))
+    if "box_proposals" in tasks:
+        cols.append(("prop. AR", "box_proposals", "AR@1000"))
+    return cols
+
+
+def _inference_for(run: Dict, evaluation: str):
+    """Seconds per image of ``evaluation`` ("", "TTA", a dataset name): its own time when the run
+    saved one, else the run's plain time for a per-dataset evaluation (not for TTA)."""
+    times = run["inference_s_per_image"]
+    if evaluation.lower().endswith("tta"):  # "TTA", "<dataset> TTA", Detectron2's "<dataset>_TTA"
+        return times.get("tta")
+    return times.get(evaluation.lower(), times.get(""))
+
+
+def _lr_sched_cell(run: Dict) -> str:
+    if run["config"] is None:
+        return "-"
+    cell = run["config"]["lr_sched"]
+    trained = run["iterations_trained"]
+    if _is_number(trained) and run["config"]["max_iter"] and trained != run["config"]["max_iter"]:
+        cell += f" (evaluated at {trained} it)"
+    return cell
+
+
+def _metric(run: Dict, evaluation: str, task: str, metric: str):
+    return run["results"].get(evaluation, {}).get(task, {}).get(metric)
+
+
+def table_rows(
+    runs: Sequence[Dict], baseline: Optional[Dict] = None, columns=None
+) -> Tuple[List[str], List[List[str]]]:
+    """Header and rows of the MODEL_ZOO.md table for ``runs``: one row per run and evaluation
+    (a run evaluated on several datasets or with TTA has several rows), each non-baseline row
+    followed by its AP difference to the baseline's row of the same evaluation."""
+    columns = columns or _columns(runs)
+    header = ["name", "lr sched", "train time (s/iter)", "inference time (s/im)", "train mem (GB)"]
+    header += [c[0] for c in columns]
+    rows = []
+    for run in runs:
+        for evaluation in list(run["results"]) or [""]:
+            name = f"{run['name']} [{evaluation}]" if evaluation else run["name"]
+            rows.append([name, _lr_sched_cell(run), fmt(run["s_per_iter"], 3),
+                         fmt(_inference_for(run, evaluation), 3), fmt(run["train_mem_gb"], 2)]
+                        + [fmt(_metric(run, evaluation, t, m)) for _, t, m in columns])
+            if baseline is not None and run is not baseline and evaluation in baseline["results"]:
+                diff = [_sub(_metric(run, evaluation, t, m), _metric(baseline, evaluation, t, m))
+                        for _, t, m in columns]
+                rows.append([f"Δ vs {baseline['name']}", "", "", "", ""] + [fmt(d, sign=True) for d in diff])
+    return header, rows
+
+
+def _sub(a, b):
+    return a - b if _is_number(a) and _is_number(b) else None
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub Markdown table, numeric columns right-aligned, cells padded for reading as text."""
+    numeric = [i >= 2 for i in range(len(header))]
+    widths = [max(len(str(x)) for x in [h] + [r[i] for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells):
+        return "| " + " | ".join(
+            str(c).rjust(w) if num else str(c).ljust(w) for c, w, num in zip(cells, widths, numeric)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" if num else ":" + "-" * (w + 1) for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line(header), rule] + [line(r) for r in rows])
+
+
+def config_differences(run: Dict, baseline: Dict, limit: int = 12) -> List[str]:
+    """"key: baseline value → run value" for the config leaves that differ (paths left out)."""
+    if run["config"] is None or baseline["config"] is None:
+        return []
+    a, b = baseline["config"]["flat"], run["config"]["flat"]
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(IGNORED_CONFIG_KEYS))
+    out = [f"`{k}`: {_short(a.get(k, '(absent)'))} → {_short(b.get(k, '(absent)'))}" for k in keys[:limit]]
+    if len(keys) > limit:
+        out.append(f"… and {len(keys) - limit} more")
+    return out
+
+
+def _short(value, n: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------
+# curves
+
+
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Centred running median over ``window`` points (odd; shrinks at the ends). A median, as in
+    Detectron2's writers, so that the rare loss spikes do not drag the curve as an EMA would."""
+    values = np.asarray(values, dtype=float)
+    half = max(0, int(window)) // 2
+    if half == 0 or len(values) == 0:
+        return values
+    return np.array([np.nanmedian(values[max(0, i - half): i + half + 1]) for i in range(len(values))])
+
+
+def auto_window(num_points: int) -> int:
+    """The smoothing window for a curve of ``num_points`` logged values: none for short runs
+    (each value is already a 20-iteration median), up to 51 points for long ones."""
+    return min(51, max(1, num_points // 25) | 1)
+
+
+def _series(run: Dict, key: str):
+    points = [(m["iteration"], m[key]) for m in run["metrics"] if _is_number(m.get(key))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_training_curves(runs: Sequence[Dict], out_dir: str, window: Optional[int] = None) -> List[str]:
+    """Write ``training_curves.png`` (total_loss, raw and smoothed with :func:`smooth` over
+    ``window`` logged points, default :func:`auto_window` of the longest run; and lr
+    against the iteration, all runs) and ``loss_terms.png`` (one panel per ``loss_*`` key that
+    any run logs) into ``out_dir``; returns the paths written (none when no run has losses)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    colors = {r["name"]: plt.cm.tab10(i % 10) for i, r in enumerate(runs)}
+    paths = []
+    with_loss = [r for r in runs if _series(r, "total_loss")[0]]
+    if not with_loss:
+        return paths
+    if window is None:
+        window = auto_window(max(len(_series(r, "total_loss")[0]) for r in with_loss))
+
+    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for run in with_loss:
+        it, loss = _series(run, "total_loss")
+        ax_loss.plot(it, loss, color=colors[run["name"]], alpha=0.25, linewidth=0.8)
+        ax_loss.plot(it, smooth(loss, window), color=colors[run["name"]], label=run["name"], linewidth=1.6)
+        it_lr, lr = _series(run, "lr")
+        if it_lr:
+            ax_lr.plot(it_lr, lr, color=colors[run["name"]], linewidth=1.2)
+    ax_loss.set_ylabel("total_loss")
+    smoothing = f"bold: running median of {window} logged points" if window > 1 else "not smoothed further"
+    ax_loss.set_title(f"total_loss (faint: metrics.json, each a 20-iteration median; {smoothing})", fontsize=10)
+    ax_loss.legend(fontsize=8)
+    ax_loss.grid(alpha=0.3)
+    ax_lr.set_ylabel("lr")
+    ax_lr.set_xlabel("iteration")
+    ax_lr.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, "training_curves.png"))
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    terms = sorted({k for r in with_loss for m in r["metrics"] for k in m
+                    if k.startswith("loss_") and _is_number(m[k])})
+    if terms:
+        cols = min(3, len(terms))
+        rows = math.ceil(len(terms) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+        for ax, term in zip(axes.flat, terms):
+            for run in with_loss:
+                it, values = _series(run, term)
+                if it:
+                    ax.plot(it, smooth(values, window), color=colors[run["name"]], label=run["name"], linewidth=1.2)
+            ax.set_title(term, fontsize=10)
+            ax.set_xlabel("iteration")
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(terms):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, "loss_terms.png"))
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance section and the whole report
+
+
+def _device_text(p: Dict) -> str:
+    d = p.get("device") or {}
+    if d.get("name") and d.get("name") != "cpu":
+        text = f"{d['name']} ({d.get('device', 'cuda')})"
+    else:
+        text = f"CPU {d.get('cpu', '')}".strip() + f", torch threads: {d.get('num_threads', '-')}"
+    return f"{text}; {p.get('world_size', '-')} process(es) on {p.get('hostname', '-')}"
+
+
+def provenance_lines(run: Dict) -> List[str]:
+    """The Markdown bullet list of one run's provenance section."""
+    lines = [f"- folder: `{run['dir']}`"]
+    c = run["config"]
+    if c is not None:
+        stock = ", stock Detectron2" if c["stock_model"] else ""
+        base_lr = "-" if c["base_lr"] is None else format(c["base_lr"], "g")
+        trained = "-" if run["iterations_trained"] is None else run["iterations_trained"]
+        lines.append(f"- model: `{c['model_target']}` ({c['model_family']}{stock}); base lr {base_lr}; "
+                     f"iterations trained {trained}")
+    lines.append(f"- train time: {run['time_note']}; inference time from {run['inference_source'] or '-'}")
+    p = run["provenance"]
+    if p is None:
+        seed = c["seed"] if c is not None and c["seed"] is not None else "-"
+        lines.append(f"- no provenance.json (config hash, commit, versions, device: -); seed in config.yaml: {seed}")
+    else:
+        git = p.get("git") or {}
+        dirty = {True: " (uncommitted changes)", False: " (clean)"}.get(git.get("dirty"), "")
+        versions = p.get("versions") or {}
+        lines += [
+            f"- config: `{p.get('config_file', '-')}`, sha256 `{p.get('config_sha256') or '-'}`",
+            f"- git commit: `{git.get('commit') or '-'}`{dirty}",
+            f"- seed: {p.get('seed', '-')}",
+            "- versions: " + ", ".join(
+                f"{k} {versions.get(k) or '-'}" for k in ("python", "torch", "torchvision", "detectron2")),
+            f"- device: {_device_text(p)}",
+            f"- started (UTC): {p.get('start_time_utc', '-')}",
+            f"- command: `{p.get('command', '-')}`",
+        ]
+        for i, r in enumerate(p.get("resumes", []), 1):
+            commit = (r.get("git") or {}).get("commit") or "-"
+            lines.append(f"- resumed ({i}): {r.get('start_time_utc', '-')}, commit `{commit}`, "
+                         f"command `{r.get('command', '-')}`")
+    e = run["provenance_eval"]
+    if e is not None:
+        lines.append(f"- last --eval-only: {e.get('start_time_utc', '-')}, checkpoint "
+                     f"`{e.get('init_checkpoint') or '-'}`, command `{e.get('command', '-')}`")
+    other = [n for n in run["notes"] if n != "no provenance.json"]
+    if other:
+        lines.append("- notes: " + "; ".join(other))
+    return lines
+
+
+MEASUREMENT_NOTE = (
+    f"Train time: median s/iter of metrics.json over iterations ≥ {TIME_SKIP_ITERS} (each logged value is "
+    "the median of the last 20 iterations). Inference time: pure compute s/image. Train mem: peak "
+    "`torch.cuda.max_memory_allocated` on a GPU, peak RSS of the main process on the CPU. AP: COCO, "
+    '"-" where undefined (NaN: no objects of that size) or not available.'
+)
+
+
+def comparison_sections(groups: Sequence[Dict], columns) -> Tuple[List[str], List[str]]:
+    """Markdown and plain-text lines of the groups with two or more runs."""
+    md, text = [], []
+    for g in (g for g in groups if len(g["runs"]) > 1):
+        table = markdown_table(*table_rows(g["runs"], g["baseline"], columns))
+        md += [f"### {g['description']}", "", table, ""] + [f"Note: {n}\n" for n in g["notes"]]
+        text += [g["description"], table] + [f"Note: {n}" for n in g["notes"]] + [""]
+        for run in g["runs"][1:] if g["baseline"] is not None else []:
+            diffs = config_differences(run, g["baseline"])
+            if diffs:
+                md += [f"Config of {run['name']} vs {g['baseline']['name']}:", ""] + [f"- {d}" for d in diffs] + [""]
+    return md, text
+
+
+def build_report(output_dirs: Sequence[str], out_dir: str, baseline: Optional[str] = None,
+                 title: str = "Model-zoo report", window: Optional[int] = None) -> Tuple[str, str]:
+    """Load the runs, write ``out_dir``/report.md and the PNG curves; returns (Markdown, the
+    plain-text tables printed by the CLI)."""
+    runs = load_runs(output_dirs)
+    if baseline is not None and not any(_matches(r, baseline) for r in runs):
+        raise ReportError(f"--baseline {baseline}: no such run (runs: {', '.join(r['name'] for r in runs)})")
+    groups = group_runs(runs, baseline)
+    columns = _columns(runs)
+    main_table = markdown_table(*table_rows(runs, None, columns))
+    devices = OrderedDict()
+    for r in runs:
+        device = _device_text(r["provenance"]) if r["provenance"] else "unknown (no provenance.json)"
+        devices.setdefault(device, []).append(r["name"])
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+    md = [f"# {title}", "", f"Generated {now} by `tools/report.py` from {len(runs)} run folder(s).", "",
+          "## Runs", "", main_table, "", MEASUREMENT_NOTE, "",
+          "Measured on: " + "; ".join(f"{d} ({', '.join(names)})" for d, names in devices.items()), ""]
+    text = [title, "", main_table, ""]
+    compared_md, compared_text = comparison_sections(groups, columns)
+    if compared_md:
+        md += ["## Comparisons", "", "Runs with the same data, schedule, batch, base lr, backbone and "
+               "meta-architecture; Δ rows: the run minus the baseline.", ""] + compared_md
+        text += compared_text
+    pngs = plot_training_curves(runs, out_dir, window)
+    if pngs:
+        md += ["## Training curves", ""]
+        md += [f"![{os.path.splitext(os.path.basename(p))[0]}]({os.path.basename(p)})" for p in pngs] + [""]
+    md += ["## Provenance", ""]
+    for run in runs:
+        md += [f"### {run['name']}", ""] + provenance_lines(run) + [""]
+    missing = [r["name"] for r in runs if r["provenance"] is None]
+    if missing:
+        text.append(f"no provenance.json: {', '.join(missing)}")
+
+    markdown = "\n".join(md).rstrip() + "\n"
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(markdown)
+    text.append(f"written: {os.path.join(out_dir, 'report.md')}" + "".join(f", {p}" for p in pngs))
+    return markdown, "\n".join(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output_dirs", nargs="+", metavar="OUTPUT_DIR",
+                        help="train.output_dir folders of train_net.py runs")
+    parser.add_argument("--out", default="report", help="folder for report.md and the PNGs (default: %(default)s)")
+    parser.add_argument("--baseline", help="name (or folder) of the run to compare the others of its group with")
+    parser.add_argument("--title", default="Model-zoo report")
+    parser.add_argument("--smooth", type=int, default=None,
+                        help="running-median window of the curves, in logged points "
+                             "(default: 1 per 25 points, at most 51)")
+    args = parser.parse_args(argv)
+    try:
+        _, text = build_report(args.output_dirs, args.out, args.baseline, args.title, args.smooth)
+    except ReportError as e:
+        print(f"tools/report.py: error: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
