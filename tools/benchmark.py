@@ -303,7 +303,8 @@ def _make_runner(bench: BenchModel, batches: List[List[dict]], amp: bool) -> _Ru
 
 
 def _train_step(runner: _Runner, iteration: int, seed: int, device: str) -> None:
-    """One ``run_step`` of the runner's trainer (and the LR scheduler step, untimed by callers)."""
+    """One ``run_step`` of the runner's trainer, then the LR scheduler's step (as Detectron2's
+    LRScheduler hook does after every iteration)."""
     torch.manual_seed(seed + iteration)  # same RoI / anchor sampling for every model
     runner.trainer.iter = runner.storage.iter = iteration
     with runner.storage:
@@ -775,8 +776,8 @@ def parse_args(argv=None):
 
 
 def run(args) -> dict:
-    """Run the selected sections; returns {section: list of result dicts, "settings": ...} and
-    prints the Markdown report."""
+    """Run the selected sections, printing each Markdown table (and rewriting the --json file) as
+    soon as it is complete; returns {"settings", "machine", section: list of result dicts, ...}."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device
@@ -787,10 +788,16 @@ def run(args) -> dict:
         groups = {f"{config_name(g[0])}{f' ({i + 1})' if i else ''}": g for i, g in enumerate(args.group)}
     load_start = os.getloadavg()
     started = time.perf_counter()
-    out = {"settings": {k: v for k, v in vars(args).items()}, "machine": machine_description(device)}
-    report = [f"# Benchmark ({out['machine']})", ""]
+    out = {"settings": dict(vars(args)), "machine": machine_description(device), "train": [], "infer": []}
 
-    train_results, infer_results = [], []
+    def emit(*lines: str) -> None:
+        print("\n".join(lines) + "\n", flush=True)
+        if args.json:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            with open(args.json, "w") as f:
+                json.dump(out, f, indent=2, default=str)
+
+    emit(f"# Benchmark ({out['machine']})")
     if "train" in args.sections or "infer" in args.sections:
         batches = load_batches(args.dataset, args.batch_size, args.num_batches, args.image_size)
         size = "x".join(str(s) for s in batches[0][0]["image"].shape[1:])
@@ -802,31 +809,27 @@ def run(args) -> dict:
                 measure_memory="train" in args.sections,
             )
             if "train" in args.sections:
-                train_results += results
+                out["train"] += [asdict(r) for r in results]
+                emit(
+                    f"## {name}: training step ({args.dataset}, {len(batches)} batch(es) of {args.batch_size} "
+                    f"images at {size}; {args.warmup} warm-up + {args.iters} timed iterations per model, "
+                    "round-robin)",
+                    "",
+                    format_training(results),
+                )
             if "infer" in args.sections:
                 log(f"[infer] {name}")
-                infer_results += benchmark_inference(
+                inference = benchmark_inference(
                     name, [r.bench for r in runners], batches, args.infer_iters, args.infer_warmup, device
                 )
+                out["infer"] += [asdict(r) for r in inference]
+                emit(
+                    f"## {name}: inference of each method's checkpoint in the stock model ({args.infer_warmup} "
+                    f"warm-up + {args.infer_iters} timed batches of {args.batch_size} per model)",
+                    "",
+                    format_inference(inference),
+                )
             del runners
-        if train_results:
-            report += [
-                f"## Training step ({args.dataset}, {len(batches)} batch(es) of {args.batch_size} images at {size}; "
-                f"{args.warmup} warm-up + {args.iters} timed iterations per model, round-robin)",
-                "",
-                format_training(train_results),
-                "",
-            ]
-        if infer_results:
-            report += [
-                f"## Inference: each method's checkpoint in the stock model ({args.infer_warmup} warm-up + "
-                f"{args.infer_iters} timed batches of {args.batch_size} per model)",
-                "",
-                format_inference(infer_results),
-                "",
-            ]
-    out["train"] = [asdict(r) for r in train_results]
-    out["infer"] = [asdict(r) for r in infer_results]
 
     if "assign" in args.sections:
         log("[assign]")
@@ -834,21 +837,21 @@ def run(args) -> dict:
             args.assign_configs, args.num_boxes, args.assign_image_size, args.assign_reps, args.opts, args.seed
         )
         out["assign"] = [asdict(r) for r in assign]
-        report += [
+        emit(
             f"## Label assignment + losses of one {args.assign_image_size[0]}x{args.assign_image_size[1]} image "
             f"({assign[0].num_anchors} anchors; CPU, forward only; labelling: median of {args.assign_reps} runs, "
             "1 from 500 boxes on; losses: 1 run)",
             "",
             format_assignment(assign),
-            "",
-        ]
+        )
 
     if "cuda" in args.sections:
+        title = "## Training throughput on a GPU (800x1333, R-50-FPN, AMP"
         if not (device.startswith("cuda") and torch.cuda.is_available()):
             line = "no CUDA device: skipped (run with --device cuda on a GPU machine)"
             log(f"[cuda] {line}")
-            report += ["## Training throughput on a GPU (800x1333, R-50-FPN, AMP)", "", line, ""]
             out["cuda"] = {"skipped": line}
+            emit(title + ")", "", line)
         else:
             log("[cuda] R-50-FPN RetinaNets, 800x1333, AMP")
             cuda_batches = load_batches(args.dataset, MODEL_ZOO_IMAGES_PER_GPU, None, ASSIGN_IMAGE_SIZE)
@@ -858,27 +861,22 @@ def run(args) -> dict:
             )
             del runners
             out["cuda"] = [asdict(r) for r in results]
-            report += [
-                f"## Training throughput on a GPU (800x1333, R-50-FPN, AMP; {args.cuda_warmup} warm-up + "
-                f"{args.cuda_iters} timed iterations of {MODEL_ZOO_IMAGES_PER_GPU} images per model)",
+            emit(
+                f"{title}; {args.cuda_warmup} warm-up + {args.cuda_iters} timed iterations of "
+                f"{MODEL_ZOO_IMAGES_PER_GPU} images per model)",
                 "",
                 format_throughput(results),
-                "",
-            ]
+            )
 
     elapsed = time.perf_counter() - started
     load_end = os.getloadavg()
     out["elapsed_s"] = elapsed
     out["load_average"] = {"start": load_start, "end": load_end}
-    report.append(
+    emit(
         f"Total time {elapsed / 60:.1f} min; load average (1 min) {load_start[0]:.2f} at the start, "
         f"{load_end[0]:.2f} at the end ({os.cpu_count()} cores: a load above that means the machine was shared)."
     )
-    print("\n".join(report), flush=True)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2, default=str)
         log(f"results written to {args.json}")
     return out
 
