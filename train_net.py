@@ -14,6 +14,10 @@ with --num-gpus N > 1: N processes with GLOO + DDP), it refuses overrides of key
 writes the last evaluation to OUTPUT_DIR/eval_results.json. Every config gets a `test` node
 (detkit.engine.TEST_DEFAULTS): `test.aug.*` adds a multi-scale/flip test-time-augmented evaluation
 ("bbox_TTA") after training and with --eval-only, `test.soft_nms.*` evaluates with Soft-NMS.
+Checkpoints are written atomically and loaded with weights_only (--allow-unsafe-checkpoint for
+files that need full unpickling); --resume continues exactly (RNG states, data stream); a
+non-finite loss stops training naming the loss terms and images; OUTPUT_DIR/provenance.json records
+the config hash, command, git commit, versions and device (see README.md).
 """
 import logging
 import os

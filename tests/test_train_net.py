@@ -124,7 +124,7 @@ def _cli(*argv, timeout=300):
 def test_cli_help():
     r = _cli("--help")
     assert r.returncode == 0
-    for flag in ("--config-file", "--num-gpus", "--num-machines", "--machine-rank", "--dist-url", "--resume", "--eval-only"):
+    for flag in ("--config-file", "--num-gpus", "--num-machines", "--machine-rank", "--dist-url", "--resume", "--eval-only", "--allow-unsafe-checkpoint"):
         assert flag in r.stdout
 
 

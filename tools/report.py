@@ -675,7 +675,7 @@ def provenance_lines(run: Dict) -> List[str]:
 
 MEASUREMENT_NOTE = (
     f"Train time: median s/iter of metrics.json over iterations ≥ {TIME_SKIP_ITERS} (each logged value is "
-    "the median of the last 20 iterations). Inference time: pure compute s/image. Train mem: peak "
+    "the median of the last 20 iterations). Inference time: wall time of the inference loop per image (eval_results.json; older runs: Detectron2's pure compute time from log.txt). Train mem: peak "
     "`torch.cuda.max_memory_allocated` on a GPU, peak RSS of the main process on the CPU. AP: COCO, "
     '"-" where undefined (NaN: no objects of that size) or not available.'
 )
