@@ -55,9 +55,10 @@ def test_profiled_peak_bytes_counts_live_tensors(bench):
 
 
 def test_models_start_from_the_stock_weights(bench):
-    stock, clean, swn = bench.build_models(SYNTHETIC_RETINANETS, NO_IMAGENET)
+    stock, again, clean, swn = bench.build_models(SYNTHETIC_RETINANETS[:1] + SYNTHETIC_RETINANETS, NO_IMAGENET)
+    assert again.name == "retinanet_mnv2_fpn (again)"  # the A/A control of --control
     reference = stock.model.state_dict()
-    for method in (clean, swn):
+    for method in (again, clean, swn):
         state = method.model.state_dict()
         assert all(torch.equal(state[k], v) for k, v in reference.items())
         assert sorted(set(state) - set(reference)) == sorted(k for k in state if k.startswith("swn."))
@@ -93,7 +94,8 @@ def test_training_and_inference_sections(bench, configs, batch_size, iters, warm
     assert results[0].ratio == 1.0
     for r in results:
         assert r.iters == iters and r.s_per_iter > 0 and r.cpu_s_per_iter > 0 and r.images_per_iter == batch_size
-        assert r.ratio > 0 and r.ratio_low <= r.ratio <= r.ratio_high and r.cpu_ratio > 0
+        assert r.ratio > 0 and r.ratio_low <= r.ratio <= r.ratio_high
+        assert r.cpu_ratio > 0 and r.cpu_ratio_low <= r.cpu_ratio <= r.cpu_ratio_high
         assert r.peak_mb > 0 and r.peak_ratio > 0
     inference = bench.benchmark_inference("g", [r.bench for r in runners], batches, iters=1, warmup=0)
     assert [r.checkpoint for r in inference] == [r.model for r in results]

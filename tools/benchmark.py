@@ -223,7 +223,10 @@ def build_models(
                     f"{path}: its model is not the stock model {config_files[0]} plus an SWN "
                     f"(keys only in the method: {extra[:5]}, only in the stock model: {list(unexpected)[:5]})"
                 )
-        built.append(BenchModel(config_name(path), cfg, model))
+        name = config_name(path)
+        while name in [b.name for b in built]:  # the same config twice: an A/A control
+            name += " (again)"
+        built.append(BenchModel(name, cfg, model))
     return built
 
 
@@ -326,6 +329,8 @@ class TrainResult:
     ratio_high: float
     cpu_s_per_iter: float
     cpu_ratio: float
+    cpu_ratio_low: float
+    cpu_ratio_high: float
     peak_mb: float
     peak_ratio: float
     images_per_iter: int
@@ -392,6 +397,7 @@ def benchmark_training(
     results = []
     for runner, peak in zip(runners, peaks):
         ratio, low, high = ratio_with_interval(runner.wall, stock.wall)
+        cpu_ratio, cpu_low, cpu_high = ratio_with_interval(runner.cpu, stock.cpu)
         results.append(
             TrainResult(
                 group=group,
@@ -404,7 +410,9 @@ def benchmark_training(
                 ratio_low=low,
                 ratio_high=high,
                 cpu_s_per_iter=float(np.median(runner.cpu)) if runner.cpu else math.nan,
-                cpu_ratio=ratio_with_interval(runner.cpu, stock.cpu)[0],
+                cpu_ratio=cpu_ratio,
+                cpu_ratio_low=cpu_low,
+                cpu_ratio_high=cpu_high,
                 peak_mb=peak / MB,
                 peak_ratio=peak / peaks[0] if peaks[0] else math.nan,
                 images_per_iter=len(batches[0]),
@@ -656,13 +664,15 @@ def _fmt_ratio(ratio: float, low: float = math.nan, high: float = math.nan) -> s
 
 def format_training(results: List[TrainResult]) -> str:
     lines = [
-        "| group | model | s/iter | ratio to stock [95% CI] | CPU s/iter | CPU-time ratio | peak memory (MB) | memory ratio |",
+        "| group | model | s/iter | ratio to stock [95% CI] | CPU s/iter | CPU-time ratio [95% CI] | peak memory (MB) "
+        "| memory ratio |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.group} | {r.model} | {r.s_per_iter:.3f} | {_fmt_ratio(r.ratio, r.ratio_low, r.ratio_high)} | "
-            f"{r.cpu_s_per_iter:.3f} | {_fmt_ratio(r.cpu_ratio)} | {r.peak_mb:.0f} | {_fmt_ratio(r.peak_ratio)} |"
+            f"{r.cpu_s_per_iter:.3f} | {_fmt_ratio(r.cpu_ratio, r.cpu_ratio_low, r.cpu_ratio_high)} | "
+            f"{r.peak_mb:.0f} | {_fmt_ratio(r.peak_ratio)} |"
         )
     return "\n".join(lines)
 
@@ -744,6 +754,10 @@ def parse_args(argv=None):
         "(default: the TreeCrowns RetinaNet and Faster R-CNN groups)",
     )
     parser.add_argument(
+        "--control", action="store_true",
+        help="also run a second copy of each group's stock model (A/A control: its ratio is the noise level)",
+    )
+    parser.add_argument(
         "--dataset", default="treecrowns_train", help="registered dataset the training batches come from"
     )
     parser.add_argument("--batch-size", type=int, default=4)
@@ -802,6 +816,8 @@ def run(args) -> dict:
         batches = load_batches(args.dataset, args.batch_size, args.num_batches, args.image_size)
         size = "x".join(str(s) for s in batches[0][0]["image"].shape[1:])
         for name, configs in groups.items():
+            if args.control:
+                configs = [configs[0], *configs]
             log(f"[train] {name}: {', '.join(config_name(c) for c in configs)}")
             iters = args.iters if "train" in args.sections else 0
             results, runners = benchmark_training(
