@@ -21,11 +21,14 @@ train   Training-step time (forward + backward + optimizer step, as Detectron2's
         processes on a shared machine), and the peak tensor memory of one step (CPU: the PyTorch
         allocator's live tensor bytes, from torch.profiler's memory events, on top of the
         parameters, gradients and optimizer state; CUDA: torch.cuda.max_memory_allocated).
+        --control adds a second copy of each stock model: its "ratio" is the noise level.
 infer   Inference time of each method's checkpoint loaded into the stock model (SWN parameters
-        dropped by swn.checkpoint.export_stock_checkpoint, strict load) against the stock model's
-        own weights, same batches, round-robin; and whether the stock model with the method's
-        weights gives bit-identical detections to the method's own model (checked with the score
-        threshold at 0 so that there are detections to compare).
+        dropped by swn.checkpoint.export_stock_checkpoint, strict load) against the stock model,
+        same batches, round-robin; the models as initialised, so that the shared weights are the
+        same (--infer-trained: as the training section left them, when the outputs, and with them
+        the post-processing work, differ); and whether the stock model with the method's weights
+        gives bit-identical detections to the method's own model (checked with the score threshold
+        at 0 so that there are detections to compare).
 assign  The label-assignment / weighting step alone as the number of ground-truth boxes of one
         image grows (--num-boxes), at 800x1333 with the anchors of the R-50-FPN RetinaNet configs
         (Detectron2's DefaultAnchorGenerator: 201,600 anchors, 80 classes): the model's anchor
@@ -41,6 +44,7 @@ cuda    With --device cuda: training throughput (images/s) of the R-50-FPN Retin
 import argparse
 import contextlib
 import copy
+import functools
 import itertools
 import json
 import math
@@ -434,6 +438,7 @@ class InferenceResult:
     ratio: float
     ratio_low: float
     ratio_high: float
+    detections_per_image: float
     identical_detections: bool
     detections_compared: int
     dropped_keys: int
@@ -512,6 +517,7 @@ def benchmark_inference(
             same, count = same_detections(method.model, twin, inputs[0])
             contenders.append((method.name, twin, (same, count), dropped))
     times = {name: [] for name, *_ in contenders}
+    detections = {name: [] for name, *_ in contenders}
     with torch.no_grad():
         for it in range(warmup + iters):
             batch = inputs[it % len(inputs)]
@@ -519,10 +525,11 @@ def benchmark_inference(
             for name, model, _, _ in order:
                 _sync(device)
                 start = time.perf_counter()
-                model(batch)
+                outputs = model(batch)
                 _sync(device)
                 if it >= warmup:
                     times[name].append(time.perf_counter() - start)
+                    detections[name] += [len(o["instances"]) for o in outputs]
     results = []
     for name, _, check, dropped in contenders:
         ratio, low, high = ratio_with_interval(times[name], times[stock.name])
@@ -537,6 +544,7 @@ def benchmark_inference(
                 ratio=ratio,
                 ratio_low=low,
                 ratio_high=high,
+                detections_per_image=float(np.mean(detections[name])) if detections[name] else math.nan,
                 identical_detections=same,
                 detections_compared=count,
                 dropped_keys=dropped,
@@ -606,8 +614,8 @@ def benchmark_assignment(
     """Time and peak tensor memory (CPU, forward only) of each dense detector's anchor labelling
     and then of its ``losses`` on random predictions, for one image with ``num_boxes`` ground
     truths (see the module docstring); the first config is the stock model the ratios refer to.
-    Labelling time: median of ``reps`` runs (one from 500 boxes on); losses: one run; memory: one
-    more, profiled run of each."""
+    Time: median of ``reps`` rounds after one warm-up round, the models round-robin in each
+    (from 500 boxes on: one round, no warm-up); memory: one more, profiled run of each."""
     from detectron2.utils.events import EventStorage
 
     models = build_models(config_files, overrides, "cpu", seed)
@@ -617,30 +625,42 @@ def benchmark_assignment(
     num_classes = models[0].model.num_classes
     logits = [torch.randn(1, len(a), num_classes, generator=g) - 4.6 for a in anchors]  # ~ the prior 0.01
     deltas = [0.1 * torch.randn(1, len(a), 4, generator=g) for a in anchors]
+    steps = {}
+    for bench in models:
+        model = bench.model.train()
+        label = labelling_method(model)
+        steps[bench.name] = (
+            functools.partial(label, anchors),
+            lambda labelled, model=model: model.losses(anchors, logits, labelled[0], deltas, labelled[1]),
+        )
     results = []
     with torch.no_grad(), EventStorage(0):
         for count in num_boxes:
             gt = [random_gt_instances(count, image_size, num_classes, seed)]
-            for bench in models:
-                model = bench.model.train()
-                label = labelling_method(model)
-                label_times = []
-                for _ in range(reps if count < 500 else 1):
+            rounds, warm = (reps, 1) if count < 500 else (1, 0)
+            times = {b.name: ([], []) for b in models}
+            labelled = {}
+            for rnd in range(warm + rounds):
+                for bench in models if rnd % 2 == 0 else models[::-1]:
+                    label, losses = steps[bench.name]
                     start = time.perf_counter()
-                    gt_labels, gt_boxes = label(anchors, gt)
-                    label_times.append(time.perf_counter() - start)
-                label_peak = profiled_peak_bytes(lambda: label(anchors, gt))
-                start = time.perf_counter()
-                model.losses(anchors, logits, gt_labels, deltas, gt_boxes)
-                loss_s = time.perf_counter() - start
-                loss_peak = profiled_peak_bytes(lambda: model.losses(anchors, logits, gt_labels, deltas, gt_boxes))
-                label_s = float(np.median(label_times))
+                    labelled[bench.name] = label(gt)
+                    middle = time.perf_counter()
+                    losses(labelled[bench.name])
+                    if rnd >= warm:
+                        times[bench.name][0].append(middle - start)
+                        times[bench.name][1].append(time.perf_counter() - middle)
+            for bench in models:
+                label, losses = steps[bench.name]
+                label_peak = profiled_peak_bytes(lambda: label(gt))
+                loss_peak = profiled_peak_bytes(lambda: losses(labelled[bench.name]))
+                label_s, loss_s = (float(np.median(t)) for t in times[bench.name])
                 results.append(
                     AssignResult(bench.name, count, num_anchors, label_s, label_peak / MB, loss_s, loss_peak / MB)
                 )
                 log(
-                    f"  [assign] {count} boxes, {bench.name}: labelling {results[-1].label_s:.3f}s "
-                    f"{label_peak / MB:.0f} MB, losses {loss_s:.3f}s {loss_peak / MB:.0f} MB"
+                    f"  [assign] {count} boxes, {bench.name}: labelling {label_s:.3f}s {label_peak / MB:.0f} MB, "
+                    f"losses {loss_s:.3f}s {loss_peak / MB:.0f} MB"
                 )
             stock = results[-len(models)]
             for r in results[-len(models) :]:
@@ -695,15 +715,17 @@ def format_throughput(results: List[TrainResult]) -> str:
 
 def format_inference(results: List[InferenceResult]) -> str:
     lines = [
-        "| group | checkpoint in the stock model | s/batch | ratio to stock [95% CI] | identical detections (compared) |",
-        "|---|---|---|---|---|",
+        "| group | checkpoint in the stock model | s/batch | ratio to stock [95% CI] | detections/image "
+        "| identical detections (compared) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         check = f"{'yes' if r.identical_detections else 'NO'} ({r.detections_compared})"
         if r.checkpoint == r.stock:
             check = "(reference)"
         lines.append(
-            f"| {r.group} | {r.checkpoint} | {r.s_per_batch:.3f} | {_fmt_ratio(r.ratio, r.ratio_low, r.ratio_high)} | {check} |"
+            f"| {r.group} | {r.checkpoint} | {r.s_per_batch:.3f} | {_fmt_ratio(r.ratio, r.ratio_low, r.ratio_high)} | "
+            f"{r.detections_per_image:.1f} | {check} |"
         )
     return "\n".join(lines)
 
@@ -713,7 +735,8 @@ def format_assignment(results: List[AssignResult]) -> str:
         return f"{value:{fmt}} ({_fmt_ratio(ratio)})"
 
     lines = [
-        "| GT boxes | model | labelling s (× stock) | labelling peak MB (× stock) | losses s (× stock) | losses peak MB (× stock) |",
+        "| GT boxes | model | labelling s (× stock) | labelling peak MB (× stock) | losses s (× stock) "
+        "| losses peak MB (× stock) |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -763,11 +786,17 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-batches", type=int, default=None, help="distinct batches cycled through (default: all)")
     parser.add_argument(
-        "--image-size", type=int, nargs=2, metavar=("H", "W"), default=None, help="resize the images (default: as stored)"
+        "--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+        help="resize the images (default: as stored)",
     )
     parser.add_argument("--iters", type=int, default=30, help="timed training iterations per model")
     parser.add_argument("--warmup", type=int, default=5, help="untimed training iterations first")
-    parser.add_argument("--infer-iters", type=int, default=12)
+    parser.add_argument("--infer-iters", type=int, default=20)
+    parser.add_argument(
+        "--infer-trained", action="store_true",
+        help="time the checkpoints as the training section left them instead of as initialised (same shared "
+        "weights); their outputs then differ, and so does the post-processing work",
+    )
     parser.add_argument("--infer-warmup", type=int, default=2)
     parser.add_argument("--num-boxes", type=int, nargs="+", default=list(DEFAULT_NUM_BOXES))
     parser.add_argument("--assign-image-size", type=int, nargs=2, metavar=("H", "W"), default=list(ASSIGN_IMAGE_SIZE))
@@ -818,13 +847,12 @@ def run(args) -> dict:
         for name, configs in groups.items():
             if args.control:
                 configs = [configs[0], *configs]
-            log(f"[train] {name}: {', '.join(config_name(c) for c in configs)}")
-            iters = args.iters if "train" in args.sections else 0
-            results, runners = benchmark_training(
-                name, configs, batches, iters, args.warmup if iters else 0, device, args.opts, args.seed,
-                measure_memory="train" in args.sections,
-            )
+            runners = []
             if "train" in args.sections:
+                log(f"[train] {name}: {', '.join(config_name(c) for c in configs)}")
+                results, runners = benchmark_training(
+                    name, configs, batches, args.iters, args.warmup, device, args.opts, args.seed
+                )
                 out["train"] += [asdict(r) for r in results]
                 emit(
                     f"## {name}: training step ({args.dataset}, {len(batches)} batch(es) of {args.batch_size} "
@@ -835,13 +863,15 @@ def run(args) -> dict:
                 )
             if "infer" in args.sections:
                 log(f"[infer] {name}")
-                inference = benchmark_inference(
-                    name, [r.bench for r in runners], batches, args.infer_iters, args.infer_warmup, device
-                )
+                if args.infer_trained and runners:
+                    models, weights = [r.bench for r in runners], f"after the {args.warmup + args.iters} training steps"
+                else:
+                    models, weights = build_models(configs, args.opts, device, args.seed), "as initialised"
+                inference = benchmark_inference(name, models, batches, args.infer_iters, args.infer_warmup, device)
                 out["infer"] += [asdict(r) for r in inference]
                 emit(
-                    f"## {name}: inference of each method's checkpoint in the stock model ({args.infer_warmup} "
-                    f"warm-up + {args.infer_iters} timed batches of {args.batch_size} per model)",
+                    f"## {name}: inference of each method's checkpoint in the stock model (weights {weights}; "
+                    f"{args.infer_warmup} warm-up + {args.infer_iters} timed batches of {args.batch_size} per model)",
                     "",
                     format_inference(inference),
                 )
@@ -855,8 +885,8 @@ def run(args) -> dict:
         out["assign"] = [asdict(r) for r in assign]
         emit(
             f"## Label assignment + losses of one {args.assign_image_size[0]}x{args.assign_image_size[1]} image "
-            f"({assign[0].num_anchors} anchors; CPU, forward only; labelling: median of {args.assign_reps} runs, "
-            "1 from 500 boxes on; losses: 1 run)",
+            f"({assign[0].num_anchors} anchors; CPU, forward only; median of {args.assign_reps} round-robin rounds "
+            "after a warm-up one, from 500 boxes on 1 round)",
             "",
             format_assignment(assign),
         )

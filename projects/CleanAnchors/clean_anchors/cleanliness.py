@@ -18,7 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["topn_candidates", "topn_candidates_by_chunks", "soft_labels", "reweight", "soft_focal_loss", "rescale_to_sum"]
+__all__ = [
+    "topn_candidates",
+    "topn_candidates_by_chunks",
+    "soft_labels",
+    "reweight",
+    "soft_focal_loss",
+    "rescale_to_sum",
+]
 
 
 def topn_candidates(iou: Tensor, n: int) -> Tensor:
