@@ -11,6 +11,9 @@ from detectron2.utils.events import EventStorage
 
 from clean_anchors import CleanAnchorsRetinaNet, CleanAnchorsRPN, CleanlinessConfig
 from clean_anchors.scores import candidate_scores
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+from detkit.modeling import GlobalNormalizerRetinaNet
+from detkit.modeling.dense_labels import dense_labels
 from model_utils import assert_same_detections, load_synthetic_cfg, synthetic_batch, train_steps
 
 
@@ -23,29 +26,63 @@ def build_pair(config, *overrides, stock_target):
     method = instantiate(cfg.model)
     stock_cfg = copy.deepcopy(cfg.model)
     stock_cfg._target_ = stock_target
-    for key in ("topn", "assigner", "cleanliness"):
+    for key in METHOD_KEYS + (("global_loss_normalizer",) if stock_target is RetinaNet else ()):
         stock_cfg.pop(key, None)
     stock = instantiate(stock_cfg)
     stock.load_state_dict(method.state_dict())
     return method, stock
 
 
-def test_switched_off_method_is_exactly_stock_retinanet():
+METHOD_KEYS = ("topn", "assigner", "cleanliness", "normalizer_count")
+
+
+@pytest.mark.parametrize("stock_target", [RetinaNet, GlobalNormalizerRetinaNet])
+@pytest.mark.parametrize("normalizer_count", ["at_least_one", "raw"])
+def test_switched_off_method_is_exactly_stock_retinanet(stock_target, normalizer_count):
+    """Bit for bit, over three iterations; the authors' raw count differs from Detectron2's only on
+    a batch without positives (below)."""
+    global_normalizer = stock_target is GlobalNormalizerRetinaNet
     method, stock = build_pair(
         "clean_anchors_retinanet_mnv2_fpn.py",
         "model.assigner=iou",
         "model.cleanliness.soft_labels=False",
         "model.cleanliness.reweighting=False",
         "model.focal_loss_alpha=0.25",
-        stock_target=RetinaNet,
+        f"model.normalizer_count={normalizer_count}",
+        f"model.global_loss_normalizer={global_normalizer}",
+        stock_target=stock_target,
     )
     batch = synthetic_batch(2)
     with EventStorage(0):
-        a = method(batch)
-        b = stock(batch)
-    assert set(a) == set(b) == {"loss_cls", "loss_box_reg"}
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+        for _ in range(3):
+            a = method(batch)
+            b = stock(batch)
+            assert set(a) == set(b) == {"loss_cls", "loss_box_reg"}
+            for k in a:
+                assert torch.equal(a[k], b[k]), k
+
+
+class _EMAModel:
+    """Just the loss-normaliser state of a DenseDetector."""
+
+    _ema_update = DenseDetector._ema_update
+
+
+def test_loss_normalizer_after_batches_without_positives():
+    """NoisyAnchor: the EMA (start 100, momentum 0.9) of the raw positive count, losses divided by
+    max(1, EMA); Detectron2: the EMA of max(count, 1)."""
+    no_positives = [torch.full((6,), 1)]  # one class: label 1 is background
+    some = [torch.tensor([0, 0, 0, 1, 1, -1])]  # 3 positives
+    raw, d2 = _EMAModel(), _EMAModel()
+    with EventStorage(0):
+        assert dense_labels(raw, no_positives, 1, count_empty_as_one=False).normalizer == pytest.approx(90.0)
+        assert dense_labels(d2, no_positives, 1).normalizer == pytest.approx(90.1)
+        assert dense_labels(raw, some, 1, count_empty_as_one=False).normalizer == pytest.approx(81.3)
+        assert dense_labels(d2, some, 1).normalizer == pytest.approx(81.39)
+        for _ in range(60):
+            last = dense_labels(raw, no_positives, 1, count_empty_as_one=False).normalizer
+        assert raw.loss_normalizer == pytest.approx(81.3 * 0.9**60) and raw.loss_normalizer < 1
+        assert last == 1.0  # max(1, EMA)
 
 
 def test_switched_off_rpn_is_exactly_stock_rpn():
@@ -75,7 +112,12 @@ def test_switched_off_rpn_is_exactly_stock_rpn():
 
 @pytest.mark.parametrize("statistics", ["image", "batch"])
 def test_retinanet_losses_are_finite_and_logged_with_an_empty_image(statistics):
-    cfg = load_cfg("clean_anchors_retinanet_mnv2_fpn.py", f"model.cleanliness.statistics={statistics}")
+    # each positive once, so that the logged (per-anchor) mean of the weights is 1
+    cfg = load_cfg(
+        "clean_anchors_retinanet_mnv2_fpn.py",
+        f"model.cleanliness.statistics={statistics}",
+        "model.cleanliness.multiplicity=anchors",
+    )
     model = instantiate(cfg.model)
     batch = synthetic_batch(3, with_empty=True)
     with EventStorage(0) as storage:
@@ -155,7 +197,7 @@ def test_trained_checkpoint_gives_identical_detections_in_stock_models():
         stock_cfg = copy.deepcopy(cfg.model)
         node = stock_cfg if part is None else stock_cfg[part]
         node._target_ = stock_target if part is None else RPN
-        for key in ("topn", "assigner", "cleanliness"):
+        for key in METHOD_KEYS + ("global_loss_normalizer",):
             node.pop(key, None)
         stock = instantiate(stock_cfg)
         stock.load_state_dict(method.state_dict(), strict=True)

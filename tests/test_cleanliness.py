@@ -17,21 +17,66 @@ from clean_anchors.cleanliness import (
 def test_topn_candidates_anchor_in_two_lists_goes_to_higher_iou():
     iou = torch.tensor([[0.9, 0.1, 0.5, 0.0], [0.8, 0.7, 0.0, 0.2]])
     # GT0's top-2: anchors 0, 2; GT1's top-2: anchors 0, 1; anchor 0 has 0.9 with GT0 > 0.8 with GT1
-    assert topn_candidates(iou, 2).tolist() == [0, 1, 0, -1]
+    for matching in ("all_gts", "own_lists"):
+        matched, num_lists = topn_candidates(iou, 2, matching)
+        assert matched.tolist() == [0, 1, 0, -1]
+        assert num_lists.tolist() == [2, 1, 1, 0]  # anchor 0 is the pair (GT0, 0) and (GT1, 0)
 
 
-def test_topn_candidates_only_among_the_lists_an_anchor_is_in():
+def test_topn_candidates_matching_all_gts_vs_own_lists():
     iou = torch.tensor([[0.3, 0.2, 0.1], [0.35, 0.9, 0.8]])
-    # anchor 0 is only in GT0's top-1 list, although its IoU with GT1 is higher
-    assert topn_candidates(iou, 1).tolist() == [0, 1, -1]
+    # GT0's top-1 list: anchor 0; GT1's: anchor 1. Anchor 0 is only in GT0's list, but its IoU with
+    # GT1 (0.35) is higher: the authors' MatcherTopN (argmax over all GTs) gives it GT1.
+    assert topn_candidates(iou, 1).matched.tolist() == [1, 1, -1]
+    assert topn_candidates(iou, 1, "all_gts").matched.tolist() == [1, 1, -1]
+    assert topn_candidates(iou, 1, "own_lists").matched.tolist() == [0, 1, -1]
+    assert topn_candidates(iou, 1).num_lists.tolist() == [1, 1, 0]
+    # anchor 0 is in the top-1 lists of GT0 (0.5) and GT1 (0.4); its best IoU is with GT2 (0.6),
+    # whose list holds anchor 3 only: the authors match it to GT2 all the same.
+    iou = torch.tensor([[0.5, 0.1, 0.0, 0.0], [0.4, 0.0, 0.3, 0.0], [0.6, 0.0, 0.0, 0.9]])
+    assert topn_candidates(iou, 1, "all_gts").matched.tolist() == [2, -1, -1, 2]
+    assert topn_candidates(iou, 1, "own_lists").matched.tolist() == [0, -1, -1, 2]
+    assert topn_candidates(iou, 1).num_lists.tolist() == [2, 0, 0, 1]
+    with pytest.raises(ValueError, match="all_gts"):
+        topn_candidates(iou, 1, "best")
 
 
 def test_topn_candidates_edge_cases():
-    assert topn_candidates(torch.zeros(0, 5), 3).tolist() == [-1] * 5
-    assert topn_candidates(torch.tensor([[0.1, 0.0, 0.3]]), 5).tolist() == [0, 0, 0]  # n > A
-    assert topn_candidates(torch.zeros(2, 0), 3).shape == (0,)
+    assert topn_candidates(torch.zeros(0, 5), 3).matched.tolist() == [-1] * 5
+    assert topn_candidates(torch.zeros(0, 5), 3).num_lists.tolist() == [0] * 5
+    assert topn_candidates(torch.tensor([[0.1, 0.0, 0.3]]), 5).matched.tolist() == [0, 0, 0]  # n > A
+    assert topn_candidates(torch.zeros(2, 0), 3).matched.shape == (0,)
     # no IoU threshold: an anchor with IoU 0 can be a candidate
-    assert topn_candidates(torch.tensor([[0.0, 0.0]]), 1).tolist().count(0) == 1
+    assert topn_candidates(torch.tensor([[0.0, 0.0]]), 1).matched.tolist().count(0) == 1
+
+
+def test_soft_labels_and_weights_count_an_anchor_once_per_list():
+    """The authors' pair list: an anchor in two top-N lists counts twice in every per-image mean
+    (normalisation, the mean(loc) floor, the re-weighting normalisation); min and max do not move."""
+    loc = torch.tensor([0.2, 0.4, 0.6])
+    cls = torch.tensor([0.5, 0.5, 0.2])
+    counts = torch.tensor([1, 1, 2])
+    # as the pairs [0.2, 0.4, 0.6, 0.6] / [0.5, 0.5, 0.2, 0.2]: mean loc 0.45, mean cls 0.35
+    pairs = soft_labels(torch.tensor([0.2, 0.4, 0.6, 0.6]), torch.tensor([0.5, 0.5, 0.2, 0.2]), 0.75)
+    out = soft_labels(loc, cls, 0.75, counts=counts)
+    torch.testing.assert_close(out, pairs[:3])
+    # by hand: combined = .75 * loc / .45 + .25 * cls / .35 = [0.69048, 1.02381, 1.14286];
+    # rescaled to [0.45, 1]: 0.45 + (c - 0.69048) / 0.45238 * 0.55
+    combined = torch.tensor([0.75 * 0.2 / 0.45 + 0.25 * 0.5 / 0.35, 0.75 * 0.4 / 0.45 + 0.25 * 0.5 / 0.35,
+                             0.75 * 0.6 / 0.45 + 0.25 * 0.2 / 0.35])
+    expected = 0.45 + (combined - combined.min()) / (combined.max() - combined.min()) * 0.55
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out, soft_labels(loc, cls, 0.75))  # once per anchor: another floor
+    torch.testing.assert_close(soft_labels(loc, cls, 0.75, counts=torch.ones(3, dtype=torch.long)),
+                               soft_labels(loc, cls, 0.75))
+
+    r = reweight(loc, cls, 0.75, counts=counts)
+    r_pairs = reweight(torch.tensor([0.2, 0.4, 0.6, 0.6]), torch.tensor([0.5, 0.5, 0.2, 0.2]), 0.75)
+    torch.testing.assert_close(r, r_pairs[:3])
+    # f(loc) = [1.25, 5/3, 2.5], pair mean 1.97917; f(cls) = [2, 2, 1.25], pair mean 1.625
+    f_loc, f_cls = torch.tensor([1.25, 5 / 3, 2.5]), torch.tensor([2.0, 2.0, 1.25])
+    torch.testing.assert_close(r, 0.75 * f_loc / 1.9791667 + 0.25 * f_cls / 1.625)
+    assert float((r * counts).sum() / counts.sum()) == pytest.approx(1.0)  # mean 1 over the pairs
 
 
 def test_soft_labels_official_hand_computed():
@@ -135,9 +180,14 @@ def test_topn_candidates_by_chunks_is_bit_identical():
         gt, anchors = boxes(40, 0.5, 30.0), boxes(300, 2.0, 60.0).round()
         gt[10:20] = gt[0]
         for n in (1, 9, 1000):
-            expected = topn_candidates(box_pairwise_iou(gt, anchors), n)
             for max_elements in (1, 300, 7 * 300 + 5, 10**9):  # 1 box per chunk ... all in one
-                got = topn_candidates_by_chunks(gt, anchors, n, box_pairwise_iou, max_elements=max_elements)
-                assert torch.equal(got, expected)
-    assert topn_candidates_by_chunks(gt[:0], anchors, 5, box_pairwise_iou, max_elements=1).tolist() == [-1] * 300
-    assert topn_candidates_by_chunks(gt, anchors, 0, box_pairwise_iou, max_elements=1).tolist() == [-1] * 300
+                for matching in ("all_gts", "own_lists"):
+                    expected = topn_candidates(box_pairwise_iou(gt, anchors), n, matching)
+                    got = topn_candidates_by_chunks(
+                        gt, anchors, n, box_pairwise_iou, matching=matching, max_elements=max_elements
+                    )
+                    assert torch.equal(got.matched, expected.matched)
+                    assert torch.equal(got.num_lists, expected.num_lists)
+    for empty in (topn_candidates_by_chunks(gt[:0], anchors, 5, box_pairwise_iou, max_elements=1),
+                  topn_candidates_by_chunks(gt, anchors, 0, box_pairwise_iou, max_elements=1)):
+        assert empty.matched.tolist() == [-1] * 300 and empty.num_lists.tolist() == [0] * 300

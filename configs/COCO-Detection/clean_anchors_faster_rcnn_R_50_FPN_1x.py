@@ -8,7 +8,7 @@ from .faster_rcnn_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer
 
 model.proposal_generator._target_ = CleanAnchorsRPN
 model.proposal_generator.topn = 10
-model.proposal_generator.cleanliness = L(CleanlinessConfig)(alpha=0.75, gamma=1.0)
+model.proposal_generator.cleanliness = L(CleanlinessConfig)(alpha=0.75, gamma=1.0, multiplicity="anchors")
 
 dataloader.train.total_batch_size = 8
 optimizer.lr = 0.01

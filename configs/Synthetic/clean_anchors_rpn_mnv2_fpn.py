@@ -8,5 +8,5 @@ from .rpn_mnv2_fpn import dataloader, lr_multiplier, model, optimizer, train
 
 model.proposal_generator._target_ = CleanAnchorsRPN
 model.proposal_generator.topn = 10
-model.proposal_generator.cleanliness = L(CleanlinessConfig)(alpha=0.75, gamma=1.0)
+model.proposal_generator.cleanliness = L(CleanlinessConfig)(alpha=0.75, gamma=1.0, multiplicity="anchors")
 train.output_dir = "./output/Synthetic/clean_anchors_rpn_mnv2_fpn"

@@ -16,9 +16,10 @@ the one-process EMA ``E`` of the total on every process, and divides each proces
 ``E / W``. Then the DDP average ``(1/W) sum_r S_r / (E / W) = S / E`` is exactly the one-process
 loss, and so are the gradients: with deterministic data, ``W`` processes x ``B`` images give the
 same losses as 1 process x ``W*B`` images (up to floating-point summation order). With one
-process it computes exactly what Detectron2 does. One difference remains: a process whose images
-have no positive anchor counts 1 (Detectron2's ``max(P_r, 1)``), so ``P`` is then over-counted by
-one per such process.
+process it computes exactly what Detectron2 does. One difference remains with Detectron2's count
+``max(P_r, 1)``: a process whose images have no positive anchor counts 1, so ``P`` is then
+over-counted by one per such process (the raw count of ``dense_labels(count_empty_as_one=False)``,
+the NoisyAnchor code's, has no such term).
 
 LazyConfig: ``model._target_ = GlobalNormalizerRetinaNet`` (stock RetinaNet plus the option, on by
 default), or mix :class:`GlobalLossNormalizer` into another ``DenseDetector`` subclass

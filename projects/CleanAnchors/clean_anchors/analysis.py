@@ -4,7 +4,8 @@
 Cleanliness is computed from a RetinaNet's own outputs, so any RetinaNet checkpoint works, also a
 stock one; the candidates, soft labels and weights are those :class:`CleanAnchorsRetinaNet` would
 train this model with, computed by the same functions in the same way (``topn_candidates`` on the
-anchor/GT IoU as in ``label_candidates``, then ``candidate_scores`` as in ``losses``).
+anchor/GT IoU as in ``label_candidates`` (``match_candidates``), then ``candidate_scores`` as in
+``losses``, with the same top-N list multiplicities).
 """
 from typing import Dict, List, NamedTuple, Tuple
 
@@ -15,9 +16,8 @@ from detectron2.structures import Boxes, pairwise_iou
 from detectron2.structures.boxes import matched_pairwise_iou
 from torch import Tensor
 
-from .cleanliness import topn_candidates
 from .retinanet import CleanAnchorsRetinaNet
-from .scores import CleanlinessConfig, candidate_scores
+from .scores import CleanlinessConfig, candidate_scores, match_candidates
 
 __all__ = ["CandidateAnchors", "cleanliness_settings", "candidate_anchors"]
 
@@ -86,17 +86,19 @@ def candidate_anchors(
     all_anchors = Boxes.cat(model.anchor_generator(features))  # (R, 4)
     gt_instances = [x["instances"].to(model.device) for x in batched_inputs]
 
-    matched, matched_boxes, matched_classes = [], [], []
+    matched, num_lists, matched_boxes, matched_classes = [], [], [], []
     for gt in gt_instances:  # a loop over images, never over anchors
-        iou = pairwise_iou(gt.gt_boxes, all_anchors)  # (G, R)
         if assigner == "topn":
-            m = topn_candidates(iou, topn)
+            m, lists = match_candidates(gt.gt_boxes.tensor, all_anchors.tensor, topn, cleanliness)
         elif len(gt) > 0:
-            index, label = model.anchor_matcher(iou)
+            index, label = model.anchor_matcher(pairwise_iou(gt.gt_boxes, all_anchors))
             m = torch.where(label == 1, index, torch.full_like(index, -1))
+            lists = (m >= 0).long()
         else:
-            m = torch.full((len(all_anchors),), -1, dtype=torch.long, device=iou.device)
+            m = torch.full((len(all_anchors),), -1, dtype=torch.long, device=all_anchors.device)
+            lists = torch.zeros_like(m)
         matched.append(m)
+        num_lists.append(lists)
         if len(gt) > 0:
             matched_boxes.append(gt.gt_boxes.tensor[m.clamp(min=0)])
             matched_classes.append(gt.gt_classes[m.clamp(min=0)])
@@ -120,6 +122,7 @@ def candidate_anchors(
         gt_class_logits=logits[pos_mask].gather(1, pos_classes[:, None]).squeeze(1),
         image_index=image_index,
         cfg=cleanliness,
+        num_lists=torch.stack(num_lists)[pos_mask] if assigner == "topn" else None,
     )
     pred_boxes = model.box2box_transform.apply_deltas(deltas[pos_mask].float(), pos_anchors.float())
     return CandidateAnchors(

@@ -12,13 +12,17 @@ Candidates are the ``n`` anchors with the highest IoU of each ground-truth box, 
 threshold (:func:`topn_candidates`); every other anchor is background with target 0 and weight 1.
 The classification loss is the reference code's soft-target focal loss (:func:`soft_focal_loss`).
 """
-from typing import Callable
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+MATCHING = ("all_gts", "own_lists")
+
 __all__ = [
+    "MATCHING",
+    "TopNCandidates",
     "topn_candidates",
     "topn_candidates_by_chunks",
     "soft_labels",
@@ -28,26 +32,49 @@ __all__ = [
 ]
 
 
-def topn_candidates(iou: Tensor, n: int) -> Tensor:
+class TopNCandidates(NamedTuple):
+    """The candidates of one image, as returned by :func:`topn_candidates`."""
+
+    matched: Tensor  # (A,) long: matched ground truth of each candidate, -1 for the other anchors
+    num_lists: Tensor  # (A,) long: in how many ground truths' top-n lists each anchor is
+
+
+def _check_matching(matching: str) -> None:
+    if matching not in MATCHING:
+        raise ValueError(f"candidate matching must be one of {MATCHING}, got {matching!r}")
+
+
+def topn_candidates(iou: Tensor, n: int, matching: str = "all_gts") -> TopNCandidates:
     """Assign each ground truth its ``n`` highest-IoU anchors.
 
     Args:
         iou: (G, A) IoU between the G ground-truth boxes and the A anchors of one image.
-        n: number of candidates per ground truth (the paper's N; fewer if A < n).
+        n: number of candidates per ground truth (the paper's N; fewer if A < n). Where anchors tie
+            at the n-th place, which of them is listed is ``topk``'s choice (the authors' ``argsort``
+            may choose another: their order is undefined too).
+        matching: which ground truth a candidate is matched to:
+            ``"all_gts"`` (the authors' ``MatcherTopN``): the one with the highest IoU among *all*
+            ground truths of the image, like Detectron2's ``Matcher``, even one whose top-n list
+            does not contain the anchor; ``"own_lists"``: the best among the ground truths whose
+            lists contain it. Ties go to the lower index in both.
 
     Returns:
-        (A,) long tensor: the index of the ground truth each candidate anchor is matched to, -1 for
-        anchors in no ground truth's top-n list. An anchor in several lists goes to the ground
-        truth, among those lists, with which it has the highest IoU (ties: the lower index).
+        :class:`TopNCandidates`: ``matched`` (A,), -1 for anchors in no list, and ``num_lists``
+        (A,), the multiplicity of each anchor in the authors' (ground truth, anchor) pair list.
     """
+    _check_matching(matching)
     num_gt, num_anchors = iou.shape
     matched = torch.full((num_anchors,), -1, dtype=torch.long, device=iou.device)
     if num_gt == 0 or num_anchors == 0 or n <= 0:
-        return matched
+        return TopNCandidates(matched, torch.zeros_like(matched))
     top = iou.topk(min(n, num_anchors), dim=1).indices  # (G, n)
     in_list = torch.zeros_like(iou, dtype=torch.bool).scatter_(1, top, True)
-    best_gt = torch.where(in_list, iou, iou.new_tensor(-1.0)).argmax(dim=0)  # (A,)
-    return torch.where(in_list.any(dim=0), best_gt, matched)
+    num_lists = in_list.sum(dim=0)  # (A,)
+    if matching == "all_gts":
+        best_gt = iou.argmax(dim=0)
+    else:
+        best_gt = torch.where(in_list, iou, iou.new_tensor(-1.0)).argmax(dim=0)  # (A,)
+    return TopNCandidates(torch.where(num_lists > 0, best_gt, matched), num_lists)
 
 
 def topn_candidates_by_chunks(
@@ -55,54 +82,76 @@ def topn_candidates_by_chunks(
     anchors: Tensor,
     n: int,
     pairwise_iou: Callable[[Tensor, Tensor], Tensor],
+    matching: str = "all_gts",
     max_elements: int = 1 << 24,
-) -> Tensor:
-    """``topn_candidates(pairwise_iou(gt_boxes, anchors), n)``, bit for bit, without ever holding
-    the IoUs of more than ``max_elements`` (ground truth, anchor) pairs.
+) -> TopNCandidates:
+    """``topn_candidates(pairwise_iou(gt_boxes, anchors), n, matching)``, bit for bit, without ever
+    holding the IoUs of more than ``max_elements`` (ground truth, anchor) pairs.
 
     The ground truths are taken in chunks of ``max_elements // A`` (in one piece when they fit, the
     usual case: 16.7M pairs are 83 boxes at 800x1333 with RetinaNet's 201,600 anchors). Each chunk's
-    top-n lists are its rows' own; an anchor keeps the chunk's best listed ground truth if its IoU
-    is strictly higher than that of the earlier chunks, so ties go to the lower index as in the
-    single-matrix ``argmax``. IoUs are elementwise, hence the same in any chunk. Without chunks a
-    crowded image needs several G x A matrices at once (Detectron2's ``pairwise_iou`` alone makes
-    four G x A x 2 intermediates: about 4.6 GB for 1000 boxes at 800x1333).
+    top-n lists are its rows' own, so list memberships add up over chunks; an anchor keeps the
+    chunk's best (listed, for ``"own_lists"``) ground truth if its IoU is strictly higher than that
+    of the earlier chunks, so ties go to the lower index as in the single-matrix ``argmax``. IoUs
+    are elementwise, hence the same in any chunk. Without chunks a crowded image needs several
+    G x A matrices at once (Detectron2's ``pairwise_iou`` alone makes four G x A x 2
+    intermediates: about 4.6 GB for 1000 boxes at 800x1333).
 
     Args:
         gt_boxes: (G, 4) ground-truth boxes; anchors: (A, 4).
         n: candidates per ground truth.
         pairwise_iou: (g, 4), (A, 4) -> (g, A) IoU, e.g. Detectron2's ``pairwise_iou`` on Boxes.
+        matching: as in :func:`topn_candidates`.
         max_elements: pairs per chunk.
 
     Returns:
-        (A,) long tensor as :func:`topn_candidates`.
+        :class:`TopNCandidates` as :func:`topn_candidates`.
     """
+    _check_matching(matching)
     num_gt, num_anchors = gt_boxes.shape[0], anchors.shape[0]
     rows = max(1, max_elements // max(num_anchors, 1))
     best_gt = torch.full((num_anchors,), -1, dtype=torch.long, device=anchors.device)
-    if n <= 0:
-        return best_gt
+    num_lists = torch.zeros_like(best_gt)
+    if n <= 0 or num_gt == 0:
+        return TopNCandidates(best_gt, num_lists)
     if num_gt <= rows:
-        return topn_candidates(pairwise_iou(gt_boxes, anchors), n)
+        return topn_candidates(pairwise_iou(gt_boxes, anchors), n, matching)
     best_iou = None
     for start in range(0, num_gt, rows):  # a loop over chunks of ground truths, never over boxes
         iou = pairwise_iou(gt_boxes[start : start + rows], anchors)  # (g, A)
         top = iou.topk(min(n, num_anchors), dim=1).indices
         in_list = torch.zeros_like(iou, dtype=torch.bool).scatter_(1, top, True)
-        listed = torch.where(in_list, iou, iou.new_tensor(-1.0))
-        del iou, in_list
-        chunk_gt = listed.argmax(dim=0)  # (A,)
-        chunk_iou = listed.gather(0, chunk_gt[None]).squeeze(0)  # -1 where in no list of the chunk
-        del listed
+        num_lists += in_list.sum(dim=0)
+        if matching == "own_lists":
+            iou = torch.where(in_list, iou, iou.new_tensor(-1.0))  # -1 where in no list of the chunk
+        del in_list
+        chunk_gt = iou.argmax(dim=0)  # (A,), argmax's tie rule as in topn_candidates
+        chunk_iou = iou.gather(0, chunk_gt[None]).squeeze(0)
+        del iou
         if best_iou is None:
             best_iou = torch.full_like(chunk_iou, -1.0)
         better = chunk_iou > best_iou  # strict: on equal IoU the earlier ground truth stays
         best_iou = torch.where(better, chunk_iou, best_iou)
         best_gt = torch.where(better, chunk_gt + start, best_gt)
-    return best_gt
+    return TopNCandidates(torch.where(num_lists > 0, best_gt, best_gt.new_tensor(-1)), num_lists)
 
 
-def soft_labels(loc_a: Tensor, cls_c: Tensor, alpha: float, mode: str = "official", eps: float = 1e-6) -> Tensor:
+def _mean(x: Tensor, counts: Optional[Tensor]) -> Tensor:
+    """Mean of ``x`` where element i counts ``counts[i]`` times (plain mean for None)."""
+    if counts is None:
+        return x.mean()
+    counts = counts.to(x.dtype)
+    return (x * counts).sum() / counts.sum()
+
+
+def soft_labels(
+    loc_a: Tensor,
+    cls_c: Tensor,
+    alpha: float,
+    mode: str = "official",
+    eps: float = 1e-6,
+    counts: Optional[Tensor] = None,
+) -> Tensor:
     """Cleanliness soft labels of one image's (or one batch's) positive anchors.
 
     Args:
@@ -114,6 +163,9 @@ def soft_labels(loc_a: Tensor, cls_c: Tensor, alpha: float, mode: str = "officia
             ``[mean(loc_a), 1]``, so the cleanest positive gets target 1; when all combined scores
             are equal (one positive, say) every target is 1.
             ``"paper"``: ``alpha * loc_a + (1 - alpha) * cls_c`` (Eq. 3 as written).
+        counts: (P,) how many times each positive counts in the means (the authors' code keeps
+            (ground truth, anchor) pairs: an anchor in k top-N lists counts k times); None: once.
+            Min and max do not depend on it.
 
     Returns:
         (P,) soft targets in [0, 1].
@@ -124,26 +176,35 @@ def soft_labels(loc_a: Tensor, cls_c: Tensor, alpha: float, mode: str = "officia
         raise ValueError(f"soft_labels: mode must be 'official' or 'paper', got {mode!r}")
     if loc_a.numel() == 0:
         return loc_a.clone()
-    combined = alpha * loc_a / loc_a.mean().clamp_min(eps) + (1 - alpha) * cls_c / cls_c.mean().clamp_min(eps)
+    floor = _mean(loc_a, counts)
+    combined = alpha * loc_a / floor.clamp_min(eps) + (1 - alpha) * cls_c / _mean(cls_c, counts).clamp_min(eps)
     low, high = combined.min(), combined.max()
-    floor = loc_a.mean()
     span = high - low
     if span <= eps:
         return torch.ones_like(combined)
     return floor + (combined - low) / span * (1 - floor)
 
 
-def reweight(loc_a: Tensor, cls_c: Tensor, alpha: float, gamma: float = 1.0, eps: float = 1e-6) -> Tensor:
+def reweight(
+    loc_a: Tensor,
+    cls_c: Tensor,
+    alpha: float,
+    gamma: float = 1.0,
+    eps: float = 1e-6,
+    counts: Optional[Tensor] = None,
+) -> Tensor:
     """Re-weighting factors of positive anchors (paper Eq. 4, with the code's normalisation).
 
     ``f(x) = 1 / (1 - x)`` with ``x`` clamped to ``[0, 1 - eps]`` (the reference code has no clamp and
     gives infinity for a perfect IoU or probability); each f-term is divided by its mean;
-    ``r = (alpha * f(loc_a) + (1 - alpha) * f(cls_c)) ** gamma``, renormalised to mean 1.
+    ``r = (alpha * f(loc_a) + (1 - alpha) * f(cls_c)) ** gamma``, renormalised to mean 1 (a no-op
+    up to rounding for the code's gamma = 1).
 
     Args:
         loc_a, cls_c: (P,) in [0, 1].
+        counts: (P,) multiplicity of each positive in every mean, as in :func:`soft_labels`.
     Returns:
-        (P,) positive weights with mean 1 (empty in, empty out).
+        (P,) positive weights with mean 1 (weighted by ``counts``; empty in, empty out).
     """
     if loc_a.numel() == 0:
         return loc_a.clone()
@@ -152,8 +213,8 @@ def reweight(loc_a: Tensor, cls_c: Tensor, alpha: float, gamma: float = 1.0, eps
         return 1.0 / (1.0 - x.clamp(0.0, 1.0 - eps))
 
     f_loc, f_cls = f(loc_a), f(cls_c)
-    r = (alpha * f_loc / f_loc.mean() + (1 - alpha) * f_cls / f_cls.mean()) ** gamma
-    return r / r.mean()
+    r = (alpha * f_loc / _mean(f_loc, counts) + (1 - alpha) * f_cls / _mean(f_cls, counts)) ** gamma
+    return r / _mean(r, counts)
 
 
 def soft_focal_loss(logits: Tensor, soft_targets: Tensor, alpha: float = 0.5, gamma: float = 2.0) -> Tensor:

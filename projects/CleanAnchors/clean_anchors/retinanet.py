@@ -10,37 +10,60 @@ from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss_jit
 
 from detkit.modeling.dense_labels import dense_labels
+from detkit.modeling.loss_normalizer import GlobalLossNormalizer
 
-from .cleanliness import soft_focal_loss, topn_candidates_by_chunks
-from .scores import CleanlinessConfig, box_pairwise_iou, candidate_scores, log_cleanliness, per_anchor_box_loss
+from .cleanliness import soft_focal_loss
+from .scores import CleanlinessConfig, candidate_scores, log_cleanliness, match_candidates, per_anchor_box_loss
 
 __all__ = ["CleanAnchorsRetinaNet"]
 
 
-class CleanAnchorsRetinaNet(RetinaNet):
+class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
     """Detectron2's RetinaNet with the losses of "Learning from Noisy Anchors" (Li et al.).
 
     Candidates are the ``topn`` anchors of each ground truth (no IoU threshold, no ignore band);
     their classification targets are cleanliness soft labels and both losses are re-weighted by
     ``r``. Inference is unchanged: a checkpoint loads into stock ``RetinaNet``.
 
-    With ``assigner="iou"``, ``soft_labels=False`` and ``reweighting=False`` the losses are exactly
-    stock RetinaNet's.
+    With ``assigner="iou"``, ``soft_labels=False``, ``reweighting=False`` and
+    ``normalizer_count="at_least_one"`` the losses are exactly those of stock RetinaNet (with the
+    same normaliser: :class:`~detkit.modeling.GlobalNormalizerRetinaNet` or, with
+    ``global_loss_normalizer=False``, ``RetinaNet``).
 
     Args (besides RetinaNet's; set ``focal_loss_alpha=0.5`` as the reference configs do):
         topn: candidates per ground truth (paper's N, 30).
         assigner: ``"topn"`` (the method) or ``"iou"`` (RetinaNet's ``anchor_matcher``, 0.4/0.5).
         cleanliness: a :class:`CleanlinessConfig` (alpha, gamma, on/off switches, soft-label mode,
-            statistics per image or per batch, loss-sum rescaling).
+            candidate matching and multiplicity, statistics per image or per batch, loss-sum
+            rescaling).
+        normalizer_count: what the loss normaliser's EMA (initial 100, momentum 0.9) averages:
+            ``"raw"`` (the authors' code: the positive count, 0 for a batch without positives; the
+            losses are divided by ``max(1, EMA)``) or ``"at_least_one"`` (Detectron2's RetinaNet:
+            ``max(count, 1)``, divided by the EMA).
+        global_loss_normalizer: count the positives of all DDP processes (default; exactly
+            Detectron2's per-process EMA in one process), see :mod:`detkit.modeling.loss_normalizer`.
     """
 
-    def __init__(self, *, topn: int = 30, assigner: str = "topn", cleanliness: CleanlinessConfig = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        topn: int = 30,
+        assigner: str = "topn",
+        cleanliness: CleanlinessConfig = None,
+        normalizer_count: str = "raw",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if assigner not in ("topn", "iou"):
             raise ValueError(f"CleanAnchorsRetinaNet: assigner must be 'topn' or 'iou', got {assigner!r}")
+        if normalizer_count not in ("raw", "at_least_one"):
+            raise ValueError(
+                f"CleanAnchorsRetinaNet: normalizer_count must be 'raw' or 'at_least_one', got {normalizer_count!r}"
+            )
         self.topn = topn
         self.assigner = assigner
         self.cleanliness = cleanliness if cleanliness is not None else CleanlinessConfig()
+        self.normalizer_count = normalizer_count
 
     def forward_training(self, images, features, predictions, gt_instances):
         pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
@@ -48,10 +71,10 @@ class CleanAnchorsRetinaNet(RetinaNet):
         )
         anchors = self.anchor_generator(features)
         if self.assigner == "topn":
-            gt_labels, gt_boxes = self.label_candidates(anchors, gt_instances)
+            gt_labels, gt_boxes, num_lists = self.label_candidates(anchors, gt_instances)
         else:
-            gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
-        return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+            (gt_labels, gt_boxes), num_lists = self.label_anchors(anchors, gt_instances), None
+        return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, num_lists)
 
     @torch.no_grad()
     def label_candidates(self, anchors, gt_instances):
@@ -60,13 +83,15 @@ class CleanAnchorsRetinaNet(RetinaNet):
 
         Returns:
             list[Tensor] (R,) labels in {0..K}, list[Tensor] (R, 4) matched boxes (undefined for
-            background), one per image; R = anchors over all levels.
+            background), list[Tensor] (R,) in how many top-N lists each anchor is, one per image;
+            R = anchors over all levels.
         """
         anchors = Boxes.cat(anchors)
-        gt_labels, matched_gt_boxes = [], []
+        gt_labels, matched_gt_boxes, num_lists = [], [], []
         num_candidates, num_gt = 0, 0
         for gt in gt_instances:
-            matched = topn_candidates_by_chunks(gt.gt_boxes.tensor, anchors.tensor, self.topn, box_pairwise_iou)
+            matched, lists = match_candidates(gt.gt_boxes.tensor, anchors.tensor, self.topn, self.cleanliness)
+            num_lists.append(lists)
             fg = matched >= 0
             if len(gt) > 0:
                 index = matched.clamp(min=0)
@@ -80,21 +105,22 @@ class CleanAnchorsRetinaNet(RetinaNet):
             num_candidates += int(fg.sum())
             num_gt += len(gt)
         get_event_storage().put_scalar("clean_anchors/candidates_per_gt", num_candidates / max(num_gt, 1))
-        return gt_labels, matched_gt_boxes
+        return gt_labels, matched_gt_boxes, num_lists
 
-    def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
+    def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, num_lists=None):
         """
         Args, as ``RetinaNet.losses``: anchors list[Boxes] per level; pred_logits /
         pred_anchor_deltas list of (N, Hi*Wi*A, K or 4) per level; gt_labels list of N (R,) in
-        {-1, 0..K}; gt_boxes list of N (R, 4).
+        {-1, 0..K}; gt_boxes list of N (R, 4); plus num_lists: list of N (R,) top-N list counts
+        from :meth:`label_candidates` (None: each positive counts once in the statistics).
 
         Returns:
-            {"loss_cls", "loss_box_reg"}, each divided by the EMA of the positive count.
+            {"loss_cls", "loss_box_reg"}, each divided by the loss normaliser (``normalizer_count``).
         """
         num_images = len(gt_labels)
         logits = cat(pred_logits, dim=1)  # (N, R, K)
         gt_labels, valid_mask, pos_mask, targets, normalizer = dense_labels(
-            self, gt_labels, self.num_classes, logits.dtype
+            self, gt_labels, self.num_classes, logits.dtype, count_empty_as_one=self.normalizer_count == "at_least_one"
         )
         cfg = self.cleanliness
         if not (cfg.soft_labels or cfg.reweighting):
@@ -121,6 +147,7 @@ class CleanAnchorsRetinaNet(RetinaNet):
             gt_class_logits=logits[pos_mask].gather(1, pos_labels[:, None]).squeeze(1),
             image_index=pos_mask.nonzero()[:, 0],
             cfg=cfg,
+            num_lists=None if num_lists is None else torch.stack(num_lists)[pos_mask],
         )
         log_cleanliness(scores)
 

@@ -4,8 +4,12 @@ The paper applies the method "only for RPNs" and gives no further detail (the re
 no two-stage path). What this module chooses, each a constructor argument:
 
 * candidates: the ``topn`` highest-IoU anchors of each ground truth (default 10: the RPN has 3
-  anchors per location where RetinaNet has 9, and RetinaNet's N is 30); all other anchors are
-  negatives (no 0.3-0.7 ignore band). ``assigner="iou"`` keeps the stock 0.3/0.7 matcher instead;
+  anchors per location where RetinaNet has 9, and RetinaNet's N is 30), matched by
+  ``cleanliness.matching`` as in the one-stage code; all other anchors are negatives (no 0.3-0.7
+  ignore band). ``assigner="iou"`` keeps the stock 0.3/0.7 matcher instead;
+* statistics: over each image's *sampled* positives, each counted once
+  (``cleanliness.multiplicity`` must be ``"anchors"``: the sampling draws anchors, not the
+  one-stage code's (ground truth, anchor) pairs);
 * sampling: the stock RPN's 256 anchors per image, at most half positive, drawn from candidates and
   negatives; the loss normaliser stays 256 x images;
 * loc_a: IoU of the decoded proposal with its ground truth; cls_c: sigmoid of the objectness logit;
@@ -23,8 +27,7 @@ from detectron2.modeling.proposal_generator import RPN
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
-from .cleanliness import topn_candidates_by_chunks
-from .scores import CleanlinessConfig, box_pairwise_iou, candidate_scores, log_cleanliness, per_anchor_box_loss
+from .scores import CleanlinessConfig, candidate_scores, log_cleanliness, match_candidates, per_anchor_box_loss
 
 __all__ = ["CleanAnchorsRPN"]
 
@@ -36,7 +39,7 @@ class CleanAnchorsRPN(RPN):
     Args (besides RPN's):
         topn: candidates per ground truth.
         assigner: "topn" or "iou" (the stock ``anchor_matcher``).
-        cleanliness: a :class:`CleanlinessConfig`.
+        cleanliness: a :class:`CleanlinessConfig` with ``multiplicity="anchors"`` (the default here).
     """
 
     def __init__(self, *, topn: int = 10, assigner: str = "topn", cleanliness: CleanlinessConfig = None, **kwargs):
@@ -45,7 +48,13 @@ class CleanAnchorsRPN(RPN):
             raise ValueError(f"CleanAnchorsRPN: assigner must be 'topn' or 'iou', got {assigner!r}")
         self.topn = topn
         self.assigner = assigner
-        self.cleanliness = cleanliness if cleanliness is not None else CleanlinessConfig()
+        self.cleanliness = cleanliness if cleanliness is not None else CleanlinessConfig(multiplicity="anchors")
+        if self.cleanliness.multiplicity != "anchors":
+            raise ValueError(
+                "CleanAnchorsRPN: cleanliness.multiplicity must be 'anchors' (the RPN samples anchors, "
+                f"each counted once), got {self.cleanliness.multiplicity!r}; set "
+                "model.proposal_generator.cleanliness.multiplicity='anchors'"
+            )
 
     @torch.no_grad()
     def label_and_sample_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):
@@ -57,7 +66,7 @@ class CleanAnchorsRPN(RPN):
         gt_labels, matched_gt_boxes = [], []
         num_candidates, num_gt = 0, 0
         for gt in gt_instances:
-            matched = topn_candidates_by_chunks(gt.gt_boxes.tensor, anchors.tensor, self.topn, box_pairwise_iou)
+            matched, _ = match_candidates(gt.gt_boxes.tensor, anchors.tensor, self.topn, self.cleanliness)
             labels = (matched >= 0).to(torch.int8)
             if self.anchor_boundary_thresh >= 0:
                 labels[~anchors.inside_box(gt.image_size, self.anchor_boundary_thresh)] = -1

@@ -1,7 +1,7 @@
 """Cleanliness scores of a batch's candidate anchors, from the detector's own predictions, and the
 switches that choose between the paper's and the reference code's readings."""
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from detectron2.layers import ciou_loss, diou_loss
@@ -11,12 +11,13 @@ from detectron2.utils.events import get_event_storage
 from fvcore.nn import giou_loss, smooth_l1_loss
 from torch import Tensor
 
-from .cleanliness import rescale_to_sum, reweight, soft_labels
+from .cleanliness import MATCHING, TopNCandidates, rescale_to_sum, reweight, soft_labels, topn_candidates_by_chunks
 
 __all__ = [
     "CleanlinessConfig",
     "CandidateScores",
     "candidate_scores",
+    "match_candidates",
     "per_anchor_box_loss",
     "log_cleanliness",
     "box_pairwise_iou",
@@ -37,6 +38,12 @@ class CleanlinessConfig:
         statistics: "image" (means and min-max over each image's positives, the code) or "batch".
         rescale_losses: rescale each re-weighted loss so that its batch sum is unchanged (the code).
         eps: clamp of f(x) = 1 / (1 - x) at x <= 1 - eps (the code has none and can give inf).
+        matching: ground truth of a candidate: "all_gts" (the code's ``MatcherTopN``: the highest-IoU
+            ground truth of the image, even one whose top-N list does not contain the anchor) or
+            "own_lists" (the best among the lists that contain it).
+        multiplicity: "pairs" (the code keeps (ground truth, anchor) pairs: an anchor in k top-N
+            lists counts k times in every per-image mean of the soft labels and weights; its losses
+            count once) or "anchors" (each positive counts once).
     """
 
     alpha: float = 0.75
@@ -47,8 +54,14 @@ class CleanlinessConfig:
     statistics: str = "image"
     rescale_losses: bool = True
     eps: float = 1e-6
+    matching: str = "all_gts"
+    multiplicity: str = "pairs"
 
     def __post_init__(self):
+        if self.matching not in MATCHING:
+            raise ValueError(f"CleanlinessConfig.matching must be one of {MATCHING}, got {self.matching!r}")
+        if self.multiplicity not in ("pairs", "anchors"):
+            raise ValueError(f"CleanlinessConfig.multiplicity must be 'pairs' or 'anchors', got {self.multiplicity!r}")
         if self.soft_label_mode not in ("official", "paper"):
             raise ValueError(f"CleanlinessConfig.soft_label_mode must be 'official' or 'paper', got {self.soft_label_mode!r}")
         if self.statistics not in ("image", "batch"):
@@ -82,6 +95,7 @@ def candidate_scores(
     gt_class_logits: Tensor,
     image_index: Tensor,
     cfg: CleanlinessConfig,
+    num_lists: Optional[Tensor] = None,
 ) -> CandidateScores:
     """Cleanliness of P candidate anchors.
 
@@ -91,17 +105,28 @@ def candidate_scores(
         gt_class_logits: (P,) logit of each candidate's ground-truth class.
         image_index: (P,) image of each candidate; statistics are per image when
             ``cfg.statistics == "image"``.
+        num_lists: (P,) in how many top-N lists each candidate is; its weight in the means when
+            ``cfg.multiplicity == "pairs"`` (None: once each, as for candidates from another
+            assigner).
     """
     pred_boxes = box2box_transform.apply_deltas(pred_deltas.detach().float(), anchors.float())
     loc_a = matched_pairwise_iou(Boxes(pred_boxes), Boxes(gt_boxes.float())).clamp(0.0, 1.0)
     cls_c = gt_class_logits.detach().float().sigmoid()
     targets, weights = torch.ones_like(loc_a), torch.ones_like(loc_a)
     groups = image_index if cfg.statistics == "image" else torch.zeros_like(image_index)
+    counts = num_lists if cfg.multiplicity == "pairs" else None
     for g in torch.unique(groups):  # a loop over images, never over anchors
         m = groups == g
-        targets[m] = soft_labels(loc_a[m], cls_c[m], cfg.alpha, cfg.soft_label_mode, cfg.eps)
-        weights[m] = reweight(loc_a[m], cls_c[m], cfg.alpha, cfg.gamma, cfg.eps)
+        c = None if counts is None else counts[m]
+        targets[m] = soft_labels(loc_a[m], cls_c[m], cfg.alpha, cfg.soft_label_mode, cfg.eps, counts=c)
+        weights[m] = reweight(loc_a[m], cls_c[m], cfg.alpha, cfg.gamma, cfg.eps, counts=c)
     return CandidateScores(loc_a, cls_c, targets, weights)
+
+
+def match_candidates(gt_boxes: Tensor, anchors: Tensor, topn: int, cfg: CleanlinessConfig) -> TopNCandidates:
+    """The top-N candidates of one image as training makes them (chunked over ground truths, with
+    ``cfg.matching``): ``gt_boxes`` (G, 4), ``anchors`` (A, 4) -> :class:`TopNCandidates`."""
+    return topn_candidates_by_chunks(gt_boxes, anchors, topn, box_pairwise_iou, matching=cfg.matching)
 
 
 def box_pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
