@@ -234,3 +234,88 @@ def test_yacs_users_get_the_swn_box_predictor():
     assert isinstance(model.roi_heads, SWNROIHeads)
     assert isinstance(model.roi_heads.box_predictor, SWNFastRCNNOutputLayers)
     assert model.roi_heads.box_predictor.swn.num_tasks == 3
+
+
+class _MarkAllZeroRows(torch.nn.Module):
+    """A stand-in SWN: m_cls = 1 for a sample whose four inputs are all 0, else 0; m_reg = 0."""
+
+    def forward(self, cls, reg, iou, prob, loss_mask=None, detach_iou_prob=True):
+        zero = (cls == 0) & (reg == 0).all(dim=1) & (iou == 0) & (prob == 0)
+        self.num_samples = cls.shape[0]
+        return torch.stack([zero.float(), torch.zeros_like(cls)], dim=1)
+
+
+@pytest.mark.parametrize("samples", ["all", "valid"])
+def test_retinanet_swn_runs_on_ignored_anchors_too(samples):
+    """Reference RetinaNet: the SWN sees every anchor; the ignored ones (four 0 inputs) count in
+    mean(m_cls) and in the regulariser 0.5 * mean(m_cls); "valid" leaves them out."""
+    cfg = load_cfg("swn_retinanet_mnv2_fpn.py", f"model.weighting.samples={samples}")
+    torch.manual_seed(0)
+    method = instantiate(cfg.model)
+    stock = stock_twin(cfg.model, method)
+    method.swn = _MarkAllZeroRows()
+    batch = synthetic_batch(2)
+    with EventStorage(0):
+        a, b = method(batch), stock(batch)
+        images = method.preprocess_image(batch)
+        features = [method.backbone(images.tensor)[f] for f in method.head_in_features]
+        labels, _ = method.label_anchors(method.anchor_generator(features), [x["instances"] for x in batch])
+    labels = torch.stack(labels)
+    num_ignored, num_anchors = int((labels < 0).sum()), labels.numel()
+    assert num_ignored > 0
+    if samples == "all":
+        assert method.swn.num_samples == num_anchors
+        mean_m_cls = num_ignored / num_anchors  # the valid anchors have a positive focal loss
+    else:
+        assert method.swn.num_samples == num_anchors - num_ignored
+        mean_m_cls = 0.0
+    torch.testing.assert_close(a["loss_swn_reg"], torch.tensor(0.5 * mean_m_cls))
+    torch.testing.assert_close(a["loss_cls"], b["loss_cls"] * torch.exp(torch.tensor(-mean_m_cls)), rtol=1e-5, atol=0)
+    torch.testing.assert_close(a["loss_box_reg"], b["loss_box_reg"], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("config", ["swn_retinanet_mnv2_fpn.py", "swn_faster_rcnn_mnv2_fpn.py"])
+def test_detach_inputs_losses_lets_the_swn_loss_reach_the_head_through_iou_and_prob(config):
+    """Reference RetinaNet: IoU and prob are not detached, so loss_swn_reg has gradients in the
+    detector's head; with every input detached (default) it has none."""
+    grads = {}
+    for detach in ("all", "losses"):
+        prefix = "model" if "retinanet" in config else "model.roi_heads.box_predictor"
+        cfg = load_cfg(config, f"{prefix}.swn.init_std=0.3", f"{prefix}.weighting.detach_inputs={detach}")
+        torch.manual_seed(0)
+        model = instantiate(cfg.model)
+        with EventStorage(0):
+            torch.manual_seed(1)
+            reg = model(synthetic_batch(2))["loss_swn_reg"]
+        head = [p for n, p in model.named_parameters() if "swn" not in n and ("head" in n or "box_predictor" in n)]
+        g = torch.autograd.grad(reg, head, allow_unused=True)
+        grads[detach] = sum(float(x.abs().sum()) for x in g if x is not None)
+    assert grads["all"] == 0.0
+    assert grads["losses"] > 0.0
+
+
+def test_fast_rcnn_background_rois_have_probability_input_zero():
+    """Reference code: a background RoI's prob input is 0, not the softmax of the background class."""
+    cfg = load_cfg("swn_faster_rcnn_mnv2_fpn.py")
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    predictor = model.roi_heads.box_predictor
+    captured = {}
+    original = predictor.per_roi_losses
+
+    def capture(predictions, proposals):
+        captured["scores"] = predictions[0].detach()
+        captured["gt"] = torch.cat([p.gt_classes for p in proposals])
+        captured["per_roi"] = original(predictions, proposals)
+        return captured["per_roi"]
+
+    predictor.per_roi_losses = capture
+    with EventStorage(0):
+        model(synthetic_batch(2))
+    per_roi, gt = captured["per_roi"], captured["gt"]
+    fg = gt < predictor.num_classes
+    assert fg.any() and (~fg).any()
+    assert torch.equal(per_roi["prob"][~fg], torch.zeros(int((~fg).sum())))
+    expected = captured["scores"].softmax(dim=1)[fg].gather(1, gt[fg, None]).squeeze(1)
+    torch.testing.assert_close(per_roi["prob"][fg], expected)
+    assert (per_roi["iou"][~fg] == 0).all() and (per_roi["reg_inputs"][~fg] == 0).all()

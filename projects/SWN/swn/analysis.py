@@ -1,8 +1,8 @@
 """What a trained SWN RetinaNet's sample weighting network sees and predicts on given images, for
 pictures (SWN paper Fig. 5 and the learned weight as a function of each input).
 
-:func:`swn_inputs` recomputes, for every valid (non-ignored) anchor of a batch, exactly the four
-statistics :class:`swn.retinanet.SWNRetinaNet` feeds its SWN in training (same labels, same
+:func:`swn_inputs` recomputes, for every anchor of a batch the SWN runs on (all anchors, or the
+valid ones with ``weighting.samples="valid"``), exactly the four statistics :class:`swn.retinanet.SWNRetinaNet` feeds its SWN in training (same labels, same
 definitions, no gradient); :func:`swn_outputs` runs the model's SWN on them and applies the
 model's own :class:`SWNWeighting` (averaging rule, form, switches) to get the weights the losses
 were multiplied by. Both also work for a stock RetinaNet, which then has ``m = 0`` and all
@@ -35,8 +35,9 @@ __all__ = [
 
 
 class SWNInputs(NamedTuple):
-    """The SWN's inputs in training, one row per valid anchor of a batch (V rows, the order of
-    ``SWNRetinaNet.losses``: images, then anchors)."""
+    """The SWN's inputs in training, one row per SWN sample of a batch (V rows: every anchor, or
+    the valid ones with ``weighting.samples="valid"``; the order of ``SWNRetinaNet.losses``:
+    images, then anchors). Ignored anchors have four 0 inputs."""
 
     cls_loss: Tensor  # (V,) focal loss summed over classes
     reg_loss: Tensor  # (V, 4) smooth-L1 of the 4 box deltas (0 for negatives)
@@ -74,8 +75,8 @@ def _weighting(model) -> SWNWeighting:
 
 @torch.no_grad()
 def swn_inputs(model, batched_inputs: List[Dict]) -> SWNInputs:
-    """The SWN inputs of a RetinaNet's valid anchors on a batch, as ``SWNRetinaNet.losses``
-    computes them: RetinaNet's IoU labels (``label_anchors``), the focal loss with the model's
+    """The SWN inputs of a RetinaNet's anchors on a batch (all, or the valid ones as the model's
+    ``weighting.samples`` says), as ``SWNRetinaNet.losses`` computes them: RetinaNet's IoU labels (``label_anchors``), the focal loss with the model's
     alpha/gamma summed over classes, the smooth-L1 (model's beta) of the box deltas, the IoU of
     the decoded boxes and the probability of the ground-truth class; all detached.
 
@@ -123,6 +124,11 @@ def swn_inputs(model, batched_inputs: List[Dict]) -> SWNInputs:
     prob[pos_in_valid] = logits[pos_mask].gather(1, labels[pos_mask][:, None]).squeeze(1).sigmoid().to(prob.dtype)
     reg_loss = pos_reg.new_zeros((cls_loss.shape[0], 4))
     reg_loss[pos_in_valid] = pos_reg
+    if _weighting(model).samples == "all":  # ignored anchors too, with four 0 inputs
+        rows = valid_mask.flatten().nonzero()[:, 0]
+        full = lambda x: x.new_zeros((valid_mask.numel(),) + x.shape[1:]).index_put((rows,), x)  # noqa: E731
+        cls_loss, reg_loss, iou, prob, pos_in_valid = map(full, (cls_loss, reg_loss, iou, prob, pos_in_valid))
+        valid_mask = torch.ones_like(valid_mask)
     image_index = valid_mask.nonzero()[:, 0]
     return SWNInputs(cls_loss, reg_loss, iou, prob, pos_in_valid, image_index)
 

@@ -19,7 +19,8 @@ class SWNFastRCNNOutputLayers(FastRCNNOutputLayers):
 
     Per sampled RoI the SWN sees the softmax cross-entropy, the 4-d smooth-L1 of the ground-truth
     class's deltas, the IoU of that class's decoded box with its ground truth and the softmax
-    probability of the ground-truth class (box inputs 0 for background RoIs). ``m_cls`` is averaged
+    probability of the ground-truth class; for background RoIs the last three are 0 (reference
+    code: not the probability of the background class). ``m_cls`` is averaged
     separately over positives and negatives (reference code); the normalisers are the stock ones
     (cross-entropy mean over RoIs, box loss / #RoIs). Inference is stock.
 
@@ -38,7 +39,8 @@ class SWNFastRCNNOutputLayers(FastRCNNOutputLayers):
         """Unreduced losses and SWN inputs of R sampled RoIs.
 
         Returns dict: ``cls`` (R,) cross-entropy; ``reg`` (F, 4) smooth-L1 of the F foreground RoIs;
-        ``fg`` (R,) bool; ``reg_inputs`` (R, 4), ``iou`` (R,), ``prob`` (R,) detached SWN inputs.
+        ``fg`` (R,) bool; ``reg_inputs`` (R, 4), ``iou`` (R,), ``prob`` (R,) SWN inputs, 0 for
+        background RoIs (``iou`` and ``prob`` detached unless ``weighting.detach_inputs="losses"``).
         """
         scores, proposal_deltas = predictions
         gt_classes = cat([p.gt_classes for p in proposals], dim=0) if len(proposals) else torch.empty(0)
@@ -59,13 +61,13 @@ class SWNFastRCNNOutputLayers(FastRCNNOutputLayers):
         gt_deltas = self.box2box_transform.get_deltas(proposal_boxes[fg_inds], gt_boxes[fg_inds])
         reg = smooth_l1_loss(fg_deltas, gt_deltas, beta=self.smooth_l1_beta, reduction="none")  # (F, 4)
 
-        with torch.no_grad():
-            reg_inputs = reg.new_zeros((cls.shape[0], 4))
-            reg_inputs[fg] = reg.detach()
-            iou = cls.new_zeros(cls.shape)
+        reg_inputs = reg.new_zeros((cls.shape[0], 4)).index_put((fg_inds,), reg.detach())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.weighting.detach_inputs == "losses"):
             decoded = self.box2box_transform.apply_deltas(fg_deltas, proposal_boxes[fg_inds])
-            iou[fg] = matched_pairwise_iou(Boxes(decoded), Boxes(gt_boxes[fg_inds])).to(iou.dtype)
-            prob = scores.softmax(dim=1).gather(1, gt_classes.clamp(min=0)[:, None]).squeeze(1)
+            fg_iou = matched_pairwise_iou(Boxes(decoded), Boxes(gt_boxes[fg_inds])).to(cls.dtype)
+            iou = cls.new_zeros(cls.shape).index_put((fg_inds,), fg_iou)
+            fg_prob = scores[fg_inds].softmax(dim=1).gather(1, gt_classes[fg_inds, None]).squeeze(1)
+            prob = cls.new_zeros(cls.shape).index_put((fg_inds,), fg_prob.to(cls.dtype))  # 0 for background
         return dict(cls=cls, reg=reg, fg=fg, reg_inputs=reg_inputs, iou=iou, prob=prob)
 
     def weighted_losses(self, per_roi, m=None, mask_loss=None):
@@ -101,5 +103,8 @@ class SWNFastRCNNOutputLayers(FastRCNNOutputLayers):
         per_roi = self.per_roi_losses(predictions, proposals)
         m = None
         if self.weighting.enabled:
-            m = self.swn(per_roi["cls"], per_roi["reg_inputs"], per_roi["iou"], per_roi["prob"])
+            m = self.swn(
+                per_roi["cls"], per_roi["reg_inputs"], per_roi["iou"], per_roi["prob"],
+                detach_iou_prob=self.weighting.detach_inputs == "all",
+            )
         return self.weighted_losses(per_roi, m)

@@ -180,6 +180,7 @@ class SampleWeightingNetwork(nn.Module):
         iou: Tensor,
         prob: Tensor,
         loss_mask: Optional[Tensor] = None,
+        detach_iou_prob: bool = True,
     ) -> Tensor:
         """
         Args:
@@ -189,8 +190,10 @@ class SampleWeightingNetwork(nn.Module):
             prob: (S,) predicted probability of the ground-truth class (0 for negatives).
             loss_mask: (S,) per-RoI mask loss; required iff ``num_tasks == 3``.
 
-        All inputs are detached here: the SWN learns from the detector's statistics but never sends
-        gradient back into the detector through them.
+        The losses are always detached here; IoU and prob too unless ``detach_iou_prob=False``
+        (the reference RetinaNet's gradient path, :class:`swn.SWNWeighting` ``detach_inputs``):
+        by default the SWN learns from the detector's statistics but never sends gradient back into
+        the detector through them.
 
         Returns:
             (S, num_tasks) ``m``; column 0 is m_cls, 1 is m_reg, 2 is m_mask.
@@ -214,7 +217,10 @@ class SampleWeightingNetwork(nn.Module):
             )
 
         dtype = self.embeddings["cls"][0].weight.dtype
-        inputs = {k: x.detach().to(dtype).reshape(num, widths[k]) for k, x in inputs.items()}
+        keep_graph = () if detach_iou_prob else ("iou", "prob")
+        inputs = {
+            k: (x if k in keep_graph else x.detach()).to(dtype).reshape(num, widths[k]) for k, x in inputs.items()
+        }
         heads = [self.head] if self.shared_head else list(self.heads)
         m = self._fast_forward(inputs, heads) if self.fast_path else None
         if m is None:

@@ -102,7 +102,8 @@ class SWNROIHeads(StandardROIHeads):
         m = None
         if self.box_predictor.weighting.enabled:
             m = self.box_predictor.swn(
-                per_roi["cls"], per_roi["reg_inputs"], per_roi["iou"], per_roi["prob"], loss_mask=mask_inputs
+                per_roi["cls"], per_roi["reg_inputs"], per_roi["iou"], per_roi["prob"], loss_mask=mask_inputs,
+                detach_iou_prob=self.box_predictor.weighting.detach_inputs == "all",
             )
         losses = self.box_predictor.weighted_losses(per_roi, m, mask_loss=mask_loss)
         losses["loss_mask"] = losses["loss_mask"] * self.mask_head.loss_weight

@@ -27,6 +27,14 @@ class SWNWeighting:
         form: "exp(-m)" (code: loss * exp(-m) + lam * m) or "exp(-2m)" (paper).
         cls_average: "all" (dense heads, code: m_cls replaced by its mean over all samples) or
             "pos_neg" (RoI heads, code: means over positives and over negatives separately).
+        samples: the samples of a dense head the SWN runs on: "all" (reference RetinaNet: every
+            anchor, also the ones the matcher ignores, whose four inputs are 0; they count in
+            mean(m_cls) and its regulariser) or "valid" (ignored anchors left out). RoI heads have
+            no ignored samples; there both are the same.
+        detach_inputs: "all" (the four SWN inputs carry no gradient into the detector: the
+            reference Faster R-CNN, and this project's default for every head) or "losses" (the
+            reference RetinaNet: only the loss inputs are detached, IoU and probability are not, so
+            the SWN loss also back-propagates into the head's logits and deltas).
     """
 
     enabled: bool = True
@@ -35,8 +43,14 @@ class SWNWeighting:
     lam: float = 0.5
     form: str = "exp(-m)"
     cls_average: str = "all"
+    samples: str = "all"
+    detach_inputs: str = "all"
 
     def __post_init__(self):
+        if self.samples not in ("all", "valid"):
+            raise ValueError(f"SWNWeighting.samples must be 'all' or 'valid', got {self.samples!r}")
+        if self.detach_inputs not in ("all", "losses"):
+            raise ValueError(f"SWNWeighting.detach_inputs must be 'all' or 'losses', got {self.detach_inputs!r}")
         if self.form not in ("exp(-m)", "exp(-2m)"):
             raise ValueError(f"SWNWeighting.form must be 'exp(-m)' or 'exp(-2m)', got {self.form!r}")
         if self.cls_average not in ("all", "pos_neg"):
