@@ -6,7 +6,10 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.model_zoo import get_config
 from omegaconf import OmegaConf
 
+from clean_anchors import CleanAnchorsRetinaNet
 from detkit.engine import apply_overrides_strict, warmup_multistep
+from detkit.modeling import GlobalNormalizerRetinaNet
+from swn import SWNRetinaNet
 
 from conftest import REPO_ROOT
 
@@ -40,14 +43,69 @@ def test_config_loads_and_builds_a_model(path):
     assert sorted(in_optimizer) == sorted(trainable)  # every trainable parameter exactly once
 
 
-def test_coco_baselines_match_upstream_model_zoo():
+def test_coco_baselines_match_upstream_model_zoo_but_for_the_documented_changes():
     ours = LazyConfig.load(os.path.join(REPO_ROOT, "configs/COCO-Detection/retinanet_R_50_FPN_1x.py"))
     upstream = get_config("COCO-Detection/retinanet_R_50_FPN_1x.py")
+    upstream.model._target_ = GlobalNormalizerRetinaNet
+    upstream.model.global_loss_normalizer = True
+    upstream.model.smooth_l1_beta = 0.11
     assert OmegaConf.to_yaml(ours.model) == OmegaConf.to_yaml(upstream.model)
     assert OmegaConf.to_yaml(ours.dataloader) == OmegaConf.to_yaml(upstream.dataloader)
     faster = LazyConfig.load(os.path.join(REPO_ROOT, "configs/COCO-Detection/faster_rcnn_R_50_FPN_1x.py"))
     assert faster.model.roi_heads.mask_head is None
     assert faster.dataloader.train.mapper.use_instance_mask is False
+
+
+def _load(path):
+    return LazyConfig.load(os.path.join(REPO_ROOT, "configs", path))
+
+
+# (config, its paired baseline): the reference codes' box-loss betas, in both
+CLEAN_ANCHORS_PAIRS = [
+    ("COCO-Detection/clean_anchors_retinanet_R_50_FPN_1x.py", "COCO-Detection/retinanet_R_50_FPN_1x_bs8.py"),
+    ("COCO-Detection/clean_anchors_retinanet_R_101_FPN_1x.py", None),
+    ("COCO-Detection/clean_anchors_retinanet_R_50_FPN_1.5x_ms.py", None),
+    ("COCO-Detection/clean_anchors_retinanet_X_101_32x8d_FPN_1x.py", None),
+]
+SWN_RETINANET_PAIRS = [
+    ("COCO-Detection/swn_retinanet_R_50_FPN_1x.py", "COCO-Detection/retinanet_R_50_FPN_1x.py"),
+    ("COCO-Detection/swn_retinanet_X_101_32x4d_FPN_1x.py", "COCO-Detection/retinanet_X_101_32x4d_FPN_1x.py"),
+    ("PascalVOC-Detection/swn_retinanet_R_50_FPN.py", "PascalVOC-Detection/retinanet_R_50_FPN.py"),
+]
+SWN_RCNN_PAIRS = [
+    ("COCO-Detection/swn_faster_rcnn_R_50_FPN_1x.py", "COCO-Detection/faster_rcnn_R_50_FPN_1x.py"),
+    ("COCO-Detection/swn_faster_rcnn_X_101_32x4d_FPN_1x.py", "COCO-Detection/faster_rcnn_X_101_32x4d_FPN_1x.py"),
+    ("COCO-InstanceSegmentation/swn_mask_rcnn_R_50_FPN_1x.py", "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.py"),
+    ("COCO-InstanceSegmentation/swn_mask_rcnn_X_101_32x4d_FPN_1x.py",
+     "COCO-InstanceSegmentation/mask_rcnn_X_101_32x4d_FPN_1x.py"),
+    ("PascalVOC-Detection/swn_faster_rcnn_R_50_FPN.py", "PascalVOC-Detection/faster_rcnn_R_50_FPN.py"),
+]
+
+
+@pytest.mark.parametrize("pair", CLEAN_ANCHORS_PAIRS + SWN_RETINANET_PAIRS + SWN_RCNN_PAIRS, ids=lambda p: p[0])
+def test_reference_box_loss_betas_in_method_configs_and_their_baselines(pair):
+    """NoisyAnchor: smooth-L1 beta 0.1 (its Base-RetinaNet); SWN (mmdetection v0.6): 0.11 for
+    RetinaNet, 1.0 for the Fast R-CNN box head with box weights 10/10/5/5 (target stds .1/.1/.2/.2)."""
+    method, baseline = pair
+    for path in filter(None, (method, baseline)):
+        model = _load(path).model
+        if pair in SWN_RCNN_PAIRS:
+            predictor = model.roi_heads.box_predictor
+            assert predictor.smooth_l1_beta == 1.0, path
+            assert tuple(predictor.box2box_transform.weights) == (10, 10, 5, 5), path
+        else:
+            assert model.smooth_l1_beta == (0.1 if pair in CLEAN_ANCHORS_PAIRS else 0.11), path
+            # positives counted over all processes; the method's reference normaliser for CleanAnchors
+            assert model.global_loss_normalizer is True, path
+            assert model._target_ in (GlobalNormalizerRetinaNet, CleanAnchorsRetinaNet, SWNRetinaNet), path
+            if model._target_ is CleanAnchorsRetinaNet:
+                assert model.normalizer_count == "raw" and instantiate(model.cleanliness).matching == "all_gts"
+
+
+@pytest.mark.parametrize("config", ["retinanet_mnv2_fpn.py", "clean_anchors_retinanet_mnv2_fpn.py", "swn_retinanet_mnv2_fpn.py"])
+def test_tree_crown_retinanets_count_positives_over_all_processes(config):
+    model = instantiate(_load(f"TreeCrowns/{config}").model)
+    assert model.global_loss_normalizer is True
 
 
 def test_strict_overrides_accept_existing_keys_and_explain_typos():

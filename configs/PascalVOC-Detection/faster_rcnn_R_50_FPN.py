@@ -2,9 +2,10 @@
 batch, lr 0.02, 18k iterations, steps 12k/16k, 100 warmup iterations, multi-scale 480-800).
 The baseline of SWN paper Table 2 (VOC07 test, COCO-style AP: 51.0)."""
 from ..common.data.voc import dataloader
-from ..common.model_zoo import faster_rcnn_parts, voc_schedule
+from ..common.model_zoo import faster_rcnn_parts, swn_reference_box_head, voc_schedule
 
 _, model, optimizer, lr_multiplier, train = faster_rcnn_parts()
+swn_reference_box_head(model)  # box-head smooth-L1 beta 1.0: paired with the SWN configs
 model.roi_heads.num_classes = 20
 voc_schedule(lr_multiplier, train)
 train.output_dir = "./output/PascalVOC-Detection/faster_rcnn_R_50_FPN"

@@ -21,6 +21,16 @@ def faster_rcnn_parts():
     return dataloader, model, optimizer, lr_multiplier, train
 
 
+def swn_reference_box_head(model):
+    """The SWN reference code's (mmdetection v0.6) Fast R-CNN box loss, for the SWN R-CNN configs and
+    the baselines they are compared with: smooth-L1 with beta 1.0 (Detectron2's default is 0.0, L1)
+    on deltas normalised by target stds 0.1/0.1/0.2/0.2, i.e. Detectron2's box weights 10/10/5/5
+    (already upstream's)."""
+    predictor = model.roi_heads.box_predictor
+    predictor.smooth_l1_beta = 1.0
+    assert tuple(predictor.box2box_transform.weights) == (10, 10, 5, 5), predictor.box2box_transform.weights
+
+
 def voc_schedule(lr_multiplier, train, max_iter=18000, steps=(12000, 16000), warmup_iters=100):
     """Detectron2's Pascal VOC schedule (PascalVOC-Detection/faster_rcnn_R_50_FPN.yaml)."""
     train.max_iter = max_iter

@@ -4,9 +4,13 @@ from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 
-from detkit.modeling import IMAGENET_RGB_MEAN, IMAGENET_RGB_STD, build_mobilenetv2_fpn
+from detkit.modeling import IMAGENET_RGB_MEAN, IMAGENET_RGB_STD, GlobalNormalizerRetinaNet, build_mobilenetv2_fpn
 
 model = get_config("common/models/retinanet.py").model
+# The positive count of all DDP processes in the loss normaliser (identical to RetinaNet in one
+# process); `model.global_loss_normalizer=False` is Detectron2's per-process count.
+model._target_ = GlobalNormalizerRetinaNet
+model.global_loss_normalizer = True
 model.backbone = L(build_mobilenetv2_fpn)(
     out_channels=128, in_features=["res3", "res4", "res5"], top_block="p6p7", freeze_at=2
 )
