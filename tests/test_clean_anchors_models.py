@@ -33,12 +33,12 @@ def build_pair(config, *overrides, stock_target):
     return method, stock
 
 
-METHOD_KEYS = ("topn", "assigner", "cleanliness", "normalizer_count")
+METHOD_KEYS = ("topn", "assigner", "cleanliness", "normalizer")
 
 
 @pytest.mark.parametrize("stock_target", [RetinaNet, GlobalNormalizerRetinaNet])
-@pytest.mark.parametrize("normalizer_count", ["at_least_one", "raw"])
-def test_switched_off_method_is_exactly_stock_retinanet(stock_target, normalizer_count):
+@pytest.mark.parametrize("normalizer", ["ema", "ema_raw"])
+def test_switched_off_method_is_exactly_stock_retinanet(stock_target, normalizer):
     """Bit for bit, over three iterations; the authors' raw count differs from Detectron2's only on
     a batch without positives (below)."""
     global_normalizer = stock_target is GlobalNormalizerRetinaNet
@@ -48,7 +48,7 @@ def test_switched_off_method_is_exactly_stock_retinanet(stock_target, normalizer
         "model.cleanliness.soft_labels=False",
         "model.cleanliness.reweighting=False",
         "model.focal_loss_alpha=0.25",
-        f"model.normalizer_count={normalizer_count}",
+        f"model.normalizer={normalizer}",
         f"model.global_loss_normalizer={global_normalizer}",
         stock_target=stock_target,
     )
@@ -75,14 +75,19 @@ def test_loss_normalizer_after_batches_without_positives():
     some = [torch.tensor([0, 0, 0, 1, 1, -1])]  # 3 positives
     raw, d2 = _EMAModel(), _EMAModel()
     with EventStorage(0):
-        assert dense_labels(raw, no_positives, 1, count_empty_as_one=False).normalizer == pytest.approx(90.0)
+        assert dense_labels(raw, no_positives, 1, normalizer="ema_raw").normalizer == pytest.approx(90.0)
         assert dense_labels(d2, no_positives, 1).normalizer == pytest.approx(90.1)
-        assert dense_labels(raw, some, 1, count_empty_as_one=False).normalizer == pytest.approx(81.3)
+        assert dense_labels(raw, some, 1, normalizer="ema_raw").normalizer == pytest.approx(81.3)
         assert dense_labels(d2, some, 1).normalizer == pytest.approx(81.39)
         for _ in range(60):
-            last = dense_labels(raw, no_positives, 1, count_empty_as_one=False).normalizer
+            last = dense_labels(raw, no_positives, 1, normalizer="ema_raw").normalizer
         assert raw.loss_normalizer == pytest.approx(81.3 * 0.9**60) and raw.loss_normalizer < 1
         assert last == 1.0  # max(1, EMA)
+        # mmdetection v0.6 (the SWN code): this batch's count, max(P_i, 1) per image, no EMA
+        two = [torch.tensor([0, 0, 0, 1, 1, -1]), torch.full((6,), 1)]
+        assert dense_labels(_EMAModel(), two, 1, normalizer="batch").normalizer == 4.0
+        with pytest.raises(ValueError, match="normalizer must be one of"):
+            dense_labels(_EMAModel(), two, 1, normalizer="mean")
 
 
 def test_switched_off_rpn_is_exactly_stock_rpn():

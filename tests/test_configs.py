@@ -99,7 +99,7 @@ def test_reference_box_loss_betas_in_method_configs_and_their_baselines(pair):
             assert model.global_loss_normalizer is True, path
             assert model._target_ in (GlobalNormalizerRetinaNet, CleanAnchorsRetinaNet, SWNRetinaNet), path
             if model._target_ is CleanAnchorsRetinaNet:
-                assert model.normalizer_count == "raw" and instantiate(model.cleanliness).matching == "all_gts"
+                assert model.normalizer == "ema_raw" and instantiate(model.cleanliness).matching == "all_gts"
 
 
 @pytest.mark.parametrize("config", ["retinanet_mnv2_fpn.py", "clean_anchors_retinanet_mnv2_fpn.py", "swn_retinanet_mnv2_fpn.py"])

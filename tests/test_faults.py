@@ -513,12 +513,24 @@ def test_kill_9_during_training_then_resume_equals_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_two_images_equal_one_process_four_images(tmp_path):
-    """GlobalNormalizerRetinaNet, no random augmentation: every loss term is a sum over images
-    divided by a normaliser that both setups share, so the losses (and updates) are equal."""
-    config = "configs/Synthetic/retinanet_mnv2_fpn.py"
+@pytest.mark.parametrize(
+    "config, switches",
+    [
+        ("configs/Synthetic/retinanet_mnv2_fpn.py", []),  # GlobalNormalizerRetinaNet
+        # the per-process batch statistic, the loss-sum rescale, switched off; the rest is per image
+        ("configs/Synthetic/clean_anchors_retinanet_mnv2_fpn.py", ["model.cleanliness.rescale_losses=False"]),
+        # m_cls per anchor instead of the batch mean (a per-process statistic)
+        ("configs/Synthetic/swn_retinanet_mnv2_fpn.py", ["model.weighting.cls_average=none"]),
+    ],
+    ids=["retinanet", "clean_anchors", "swn"],
+)
+def test_ddp_two_processes_two_images_equal_one_process_four_images(tmp_path, config, switches):
+    """The three RetinaNets' default normaliser counts the positives of all processes; with no
+    random augmentation and the per-process batch statistics switched to per-image ones, every
+    loss term is a sum over images divided by a normaliser both setups share, so the losses (and
+    updates) are equal."""
     opts = [
-        "model._target_=detkit.modeling.GlobalNormalizerRetinaNet",
+        *switches,
         "dataloader.train.mapper.augmentations=[]",
         "dataloader.train.total_batch_size=4",
         "train.max_iter=2",
@@ -536,6 +548,8 @@ def test_ddp_two_processes_two_images_equal_one_process_four_images(tmp_path):
     _run_main(config, one, *opts)
     a, b = _losses(one), _losses(ddp)
     assert sorted(a) == sorted(b) == [0, 1]  # iteration 1 comes after one (all-reduced) update
+    terms = [k for k in a[0] if k.startswith("loss_")] + ["total_loss"]
+    assert {"loss_cls", "loss_box_reg"} <= set(terms)
     for it in a:
-        for term in ("loss_cls", "loss_box_reg", "total_loss"):
+        for term in terms:
             assert b[it][term] == pytest.approx(a[it][term], rel=1e-5, abs=1e-7), (it, term)

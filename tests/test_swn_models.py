@@ -15,7 +15,7 @@ from model_utils import assert_same_detections, load_synthetic_cfg, synthetic_ba
 from swn import SWNFastRCNNOutputLayers, SWNRetinaNet
 from swn.checkpoint import drop_swn_parameters
 
-SWN_KEYS = ("swn", "weighting")
+SWN_KEYS = ("swn", "weighting", "normalizer", "global_loss_normalizer")
 
 
 load_cfg = load_synthetic_cfg

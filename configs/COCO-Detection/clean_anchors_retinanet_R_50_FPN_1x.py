@@ -13,7 +13,7 @@ model.topn = 30
 model.cleanliness = L(CleanlinessConfig)(alpha=0.75, gamma=1.0)
 model.focal_loss_alpha = 0.5
 model.smooth_l1_beta = 0.1  # the reference fork's Base-RetinaNet (Detectron2 0.1.1's default)
-model.normalizer_count = "raw"  # the reference code's EMA of the raw positive count
+model.normalizer = "ema_raw"  # the reference code's loss normaliser: max(1, EMA of the raw positive count)
 
 dataloader.train.total_batch_size = 8
 # Detectron2's COCO loader already jitters the short side over (640, 672, ..., 800).

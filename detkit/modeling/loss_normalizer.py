@@ -18,7 +18,7 @@ loss, and so are the gradients: with deterministic data, ``W`` processes x ``B``
 same losses as 1 process x ``W*B`` images (up to floating-point summation order). With one
 process it computes exactly what Detectron2 does. One difference remains with Detectron2's count
 ``max(P_r, 1)``: a process whose images have no positive anchor counts 1, so ``P`` is then
-over-counted by one per such process (the raw count of ``dense_labels(count_empty_as_one=False)``,
+over-counted by one per such process (the raw count of ``dense_labels(normalizer="ema_raw")``,
 the NoisyAnchor code's, has no such term).
 
 LazyConfig: ``model._target_ = GlobalNormalizerRetinaNet`` (stock RetinaNet plus the option, on by

@@ -9,7 +9,7 @@ from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss_jit
 
-from detkit.modeling.dense_labels import dense_labels
+from detkit.modeling.dense_labels import NORMALIZERS, dense_labels
 from detkit.modeling.loss_normalizer import GlobalLossNormalizer
 
 from .cleanliness import soft_focal_loss
@@ -26,7 +26,7 @@ class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
     ``r``. Inference is unchanged: a checkpoint loads into stock ``RetinaNet``.
 
     With ``assigner="iou"``, ``soft_labels=False``, ``reweighting=False`` and
-    ``normalizer_count="at_least_one"`` the losses are exactly those of stock RetinaNet (with the
+    ``normalizer="ema"`` the losses are exactly those of stock RetinaNet (with the
     same normaliser: :class:`~detkit.modeling.GlobalNormalizerRetinaNet` or, with
     ``global_loss_normalizer=False``, ``RetinaNet``).
 
@@ -36,10 +36,10 @@ class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
         cleanliness: a :class:`CleanlinessConfig` (alpha, gamma, on/off switches, soft-label mode,
             candidate matching and multiplicity, statistics per image or per batch, loss-sum
             rescaling).
-        normalizer_count: what the loss normaliser's EMA (initial 100, momentum 0.9) averages:
-            ``"raw"`` (the authors' code: the positive count, 0 for a batch without positives; the
-            losses are divided by ``max(1, EMA)``) or ``"at_least_one"`` (Detectron2's RetinaNet:
-            ``max(count, 1)``, divided by the EMA).
+        normalizer: the loss normaliser (:func:`detkit.modeling.dense_labels.dense_labels`):
+            ``"ema_raw"`` (the authors' code: the EMA, initial 100 and momentum 0.9, of the positive
+            count, 0 for a batch without positives; the losses are divided by ``max(1, EMA)``),
+            ``"ema"`` (Detectron2's RetinaNet: the EMA of ``max(count, 1)``) or ``"batch"``.
         global_loss_normalizer: count the positives of all DDP processes (default; exactly
             Detectron2's per-process EMA in one process), see :mod:`detkit.modeling.loss_normalizer`.
     """
@@ -50,20 +50,18 @@ class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
         topn: int = 30,
         assigner: str = "topn",
         cleanliness: CleanlinessConfig = None,
-        normalizer_count: str = "raw",
+        normalizer: str = "ema_raw",
         **kwargs,
     ):
         super().__init__(**kwargs)
         if assigner not in ("topn", "iou"):
             raise ValueError(f"CleanAnchorsRetinaNet: assigner must be 'topn' or 'iou', got {assigner!r}")
-        if normalizer_count not in ("raw", "at_least_one"):
-            raise ValueError(
-                f"CleanAnchorsRetinaNet: normalizer_count must be 'raw' or 'at_least_one', got {normalizer_count!r}"
-            )
+        if normalizer not in NORMALIZERS:
+            raise ValueError(f"CleanAnchorsRetinaNet: normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
         self.topn = topn
         self.assigner = assigner
         self.cleanliness = cleanliness if cleanliness is not None else CleanlinessConfig()
-        self.normalizer_count = normalizer_count
+        self.normalizer = normalizer
 
     def forward_training(self, images, features, predictions, gt_instances):
         pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
@@ -115,12 +113,12 @@ class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
         from :meth:`label_candidates` (None: each positive counts once in the statistics).
 
         Returns:
-            {"loss_cls", "loss_box_reg"}, each divided by the loss normaliser (``normalizer_count``).
+            {"loss_cls", "loss_box_reg"}, each divided by the loss normaliser (``normalizer``).
         """
         num_images = len(gt_labels)
         logits = cat(pred_logits, dim=1)  # (N, R, K)
         gt_labels, valid_mask, pos_mask, targets, normalizer = dense_labels(
-            self, gt_labels, self.num_classes, logits.dtype, count_empty_as_one=self.normalizer_count == "at_least_one"
+            self, gt_labels, self.num_classes, logits.dtype, normalizer=self.normalizer
         )
         cfg = self.cleanliness
         if not (cfg.soft_labels or cfg.reweighting):

@@ -6,7 +6,7 @@ from detectron2.structures import Boxes
 from detectron2.structures.boxes import matched_pairwise_iou
 from fvcore.nn import sigmoid_focal_loss_jit, smooth_l1_loss
 
-from detkit.modeling.dense_labels import dense_labels
+from detkit.modeling.dense_labels import NORMALIZERS, dense_labels
 from detkit.modeling.loss_normalizer import GlobalLossNormalizer
 
 from .loss import average_m, sample_weights
@@ -33,12 +33,21 @@ class SWNRetinaNet(GlobalLossNormalizer, RetinaNet):
         swn: the :class:`SampleWeightingNetwork` (default: the reference configuration).
         weighting: a :class:`SWNWeighting` (lambda, loss form, averaging rule, samples, input
             gradients, which losses are weighted, on/off).
+        normalizer: the loss normaliser (:func:`detkit.modeling.dense_labels.dense_labels`):
+            ``"ema"`` (default: Detectron2's EMA of the positive count, the normaliser of the stock
+            RetinaNet it is compared with) or ``"batch"`` (the reference mmdetection code: this
+            batch's positives, ``max(P_i, 1)`` per image; pair it with a baseline of the same).
         global_loss_normalizer: count the positives of all DDP processes (default; exactly
             Detectron2's per-process EMA in one process), see :mod:`detkit.modeling.loss_normalizer`.
     """
 
-    def __init__(self, *, swn: SampleWeightingNetwork = None, weighting: SWNWeighting = None, **kwargs):
+    def __init__(
+        self, *, swn: SampleWeightingNetwork = None, weighting: SWNWeighting = None, normalizer: str = "ema", **kwargs
+    ):
         super().__init__(**kwargs)
+        if normalizer not in NORMALIZERS:
+            raise ValueError(f"SWNRetinaNet: normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
+        self.normalizer = normalizer
         if self.box_reg_loss_type != "smooth_l1":
             raise ValueError(
                 f"SWNRetinaNet needs box_reg_loss_type='smooth_l1' (the SWN reads 4-d box losses), "
@@ -54,7 +63,7 @@ class SWNRetinaNet(GlobalLossNormalizer, RetinaNet):
         logits = cat(pred_logits, dim=1)  # (N, R, K)
         deltas = cat(pred_anchor_deltas, dim=1)  # (N, R, 4)
         gt_labels, valid_mask, pos_mask, targets, normalizer = dense_labels(
-            self, gt_labels, self.num_classes, logits.dtype
+            self, gt_labels, self.num_classes, logits.dtype, normalizer=self.normalizer
         )
         cls_loss = sigmoid_focal_loss_jit(
             logits[valid_mask], targets[valid_mask],

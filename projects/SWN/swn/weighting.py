@@ -25,8 +25,10 @@ class SWNWeighting:
             CLS-only, REG-only). An unweighted task has m = 0 and no regulariser term.
         lam: the regulariser's lambda (paper Table 5; 0.5).
         form: "exp(-m)" (code: loss * exp(-m) + lam * m) or "exp(-2m)" (paper).
-        cls_average: "all" (dense heads, code: m_cls replaced by its mean over all samples) or
-            "pos_neg" (RoI heads, code: means over positives and over negatives separately).
+        cls_average: "all" (dense heads, code: m_cls replaced by its mean over all samples),
+            "pos_neg" (RoI heads, code: means over positives and over negatives separately) or
+            "none" (each sample its own m_cls, an ablation; the regulariser is then lam * mean(m_cls)
+            over all samples).
         samples: the samples of a dense head the SWN runs on: "all" (reference RetinaNet: every
             anchor, also the ones the matcher ignores, whose four inputs are 0; they count in
             mean(m_cls) and its regulariser) or "valid" (ignored anchors left out). RoI heads have
@@ -53,8 +55,8 @@ class SWNWeighting:
             raise ValueError(f"SWNWeighting.detach_inputs must be 'all' or 'losses', got {self.detach_inputs!r}")
         if self.form not in ("exp(-m)", "exp(-2m)"):
             raise ValueError(f"SWNWeighting.form must be 'exp(-m)' or 'exp(-2m)', got {self.form!r}")
-        if self.cls_average not in ("all", "pos_neg"):
-            raise ValueError(f"SWNWeighting.cls_average must be 'all' or 'pos_neg', got {self.cls_average!r}")
+        if self.cls_average not in ("all", "pos_neg", "none"):
+            raise ValueError(f"SWNWeighting.cls_average must be 'all', 'pos_neg' or 'none', got {self.cls_average!r}")
 
     def regulariser(self, m_cls: Tensor, m_reg: Tensor, pos_mask: Tensor, m_mask: Tensor = None) -> Tensor:
         """``lam`` times the mean of m over each group: m_cls over all samples ("all") or over
