@@ -35,7 +35,8 @@ class CandidateAnchors(NamedTuple):
     loc_a: Tensor  # (P,) IoU of the decoded predicted box with its ground truth
     cls_c: Tensor  # (P,) predicted probability of the ground-truth class
     soft_labels: Tensor  # (P,) classification targets in [0, 1]
-    weights: Tensor  # (P,) re-weighting factors r (> 0, mean 1 per image with statistics="image")
+    weights: Tensor  # (P,) re-weighting factors r (> 0; per image, mean 1 over the num_lists-weighted candidates)
+    num_lists: Tensor  # (P,) long: how many top-N lists hold the candidate (its weight in the per-image means)
 
 
 def cleanliness_settings(model) -> Tuple[int, str, CleanlinessConfig]:
@@ -124,6 +125,7 @@ def candidate_anchors(
         cfg=cleanliness,
         num_lists=torch.stack(num_lists)[pos_mask] if assigner == "topn" else None,
     )
+    pos_num_lists = torch.stack(num_lists)[pos_mask]
     pred_boxes = model.box2box_transform.apply_deltas(deltas[pos_mask].float(), pos_anchors.float())
     return CandidateAnchors(
         image_index=image_index,
@@ -136,4 +138,5 @@ def candidate_anchors(
         cls_c=scores.cls_c,
         soft_labels=scores.soft_labels,
         weights=scores.weights,
+        num_lists=pos_num_lists,
     )
