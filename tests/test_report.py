@@ -171,7 +171,7 @@ def test_report_files(runs_root, tmp_path, capsys):
     md = open(os.path.join(out, "report.md")).read()
     assert md.startswith("# Synthetic runs")
     assert "### clean_anchors\n" in md and "- no provenance.json" in md
-    assert "`model._target_`: detectron2.modeling.RetinaNet → clean_anchors.CleanAnchorsRetinaNet" in md
+    assert "`model._target_`: detkit.modeling.GlobalNormalizerRetinaNet → clean_anchors.CleanAnchorsRetinaNet" in md
     base_prov = json.load(open(os.path.join(runs_root, "retinanet", "provenance.json")))
     assert f"sha256 `{base_prov['config_sha256']}`" in md
     for png in ("training_curves.png", "loss_terms.png"):
