@@ -22,8 +22,11 @@ over-counted by one per such process (the raw count of ``dense_labels(normalizer
 the NoisyAnchor code's, has no such term).
 
 LazyConfig: ``model._target_ = GlobalNormalizerRetinaNet`` (stock RetinaNet plus the option, on by
-default), or mix :class:`GlobalLossNormalizer` into another ``DenseDetector`` subclass
-(``class X(GlobalLossNormalizer, CleanAnchorsRetinaNet)``) and set ``global_loss_normalizer``.
+default; every RetinaNet baseline config of this project), or mix :class:`GlobalLossNormalizer`
+into another ``DenseDetector`` subclass, as ``CleanAnchorsRetinaNet`` and ``SWNRetinaNet`` do
+(``class X(GlobalLossNormalizer, RetinaNet)``); ``model.global_loss_normalizer=False`` switches
+back to Detectron2's per-process count. ``detkit.modeling.dense_labels`` computes the normaliser
+of the projects' ``losses`` through the same ``_ema_update``.
 """
 from typing import Optional, Tuple
 
