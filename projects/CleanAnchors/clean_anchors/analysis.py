@@ -115,6 +115,7 @@ def candidate_anchors(
     pos_anchors = all_anchors.tensor.expand(len(gt_instances), -1, -1)[pos_mask]
     pos_gt_boxes = torch.stack(matched_boxes)[pos_mask]
     pos_classes = torch.stack(matched_classes)[pos_mask]
+    pos_num_lists = torch.stack(num_lists)[pos_mask]  # (P,)
     scores = candidate_scores(
         model.box2box_transform,
         anchors=pos_anchors,
@@ -123,9 +124,8 @@ def candidate_anchors(
         gt_class_logits=logits[pos_mask].gather(1, pos_classes[:, None]).squeeze(1),
         image_index=image_index,
         cfg=cleanliness,
-        num_lists=torch.stack(num_lists)[pos_mask] if assigner == "topn" else None,
+        num_lists=pos_num_lists if assigner == "topn" else None,
     )
-    pos_num_lists = torch.stack(num_lists)[pos_mask]
     pred_boxes = model.box2box_transform.apply_deltas(deltas[pos_mask].float(), pos_anchors.float())
     return CandidateAnchors(
         image_index=image_index,
