@@ -20,6 +20,7 @@ from model_utils import load_synthetic_cfg
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
 import report  # noqa: E402
+import detkit.runs as run_reader  # noqa: E402
 
 RETINANET = "configs/Synthetic/retinanet_mnv2_fpn.py"
 CLEAN_ANCHORS = "configs/Synthetic/clean_anchors_retinanet_mnv2_fpn.py"
@@ -86,7 +87,7 @@ def runs_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(runs_root):
-    return report.load_runs([os.path.join(runs_root, n) for n in ("retinanet", "clean_anchors", "clean_anchors_long")])
+    return run_reader.load_runs([os.path.join(runs_root, n) for n in ("retinanet", "clean_anchors", "clean_anchors_long")])
 
 
 def test_load_run_values(runs):
@@ -110,7 +111,7 @@ def test_load_run_values(runs):
 
 
 def test_grouping_and_table(runs):
-    groups = report.group_runs(runs)
+    groups = run_reader.group_runs(runs)
     assert [[r["name"] for r in g["runs"]] for g in groups] == [["retinanet", "clean_anchors"], ["clean_anchors_long"]]
     assert groups[0]["baseline"]["name"] == "retinanet"  # the stock model
     assert groups[1]["baseline"] is None  # different schedule: not compared, no stock model
@@ -134,30 +135,30 @@ def test_grouping_and_table(runs):
     assert rows[3][col["box AP"]] == "21.00"
 
     # --baseline picks the method run instead
-    groups = report.group_runs(runs, baseline="clean_anchors")
+    groups = run_reader.group_runs(runs, baseline="clean_anchors")
     assert groups[0]["baseline"]["name"] == "clean_anchors"
     table = report.markdown_table(*report.table_rows(groups[0]["runs"], groups[0]["baseline"]))
     assert table.splitlines()[-1].startswith("| Δ vs clean_anchors")
 
 
 def test_schedule_names():
-    assert report.schedule_name(90000, 16) == "1x"
-    assert report.schedule_name(270000, 16) == "3x"
-    assert report.schedule_name(180000, 8) == "1x"
-    assert report.schedule_name(500, 4) == "500 it × 4 img"
-    assert report.schedule_name(None, 4) == "-"
+    assert run_reader.schedule_name(90000, 16) == "1x"
+    assert run_reader.schedule_name(270000, 16) == "3x"
+    assert run_reader.schedule_name(180000, 8) == "1x"
+    assert run_reader.schedule_name(500, 4) == "500 it × 4 img"
+    assert run_reader.schedule_name(None, 4) == "-"
 
 
 def test_results_forms_and_bad_input(tmp_path):
-    per_dataset = report.normalize_results({"a_val": {"bbox": {"AP": 1.0}}, "b_val": {"bbox": {"AP": 2.0}}})
+    per_dataset = run_reader.normalize_results({"a_val": {"bbox": {"AP": 1.0}}, "b_val": {"bbox": {"AP": 2.0}}})
     assert list(per_dataset) == ["a_val", "b_val"]
-    tta = report.normalize_results({"bbox": {"AP": 1.0}, "bbox_TTA": {"AP": 2.0}})
+    tta = run_reader.normalize_results({"bbox": {"AP": 1.0}, "bbox_TTA": {"AP": 2.0}})
     assert tta == {"": {"bbox": {"AP": 1.0}}, "TTA": {"bbox": {"AP": 2.0}}}
-    with pytest.raises(report.ReportError, match="not a train_net.py output folder"):
-        report.load_run(str(tmp_path))
+    with pytest.raises(run_reader.ReportError, match="not a train_net.py output folder"):
+        run_reader.load_run(str(tmp_path))
     (tmp_path / "metrics.json").write_text('{"iteration": 0, "time": 1.0}\nnot json\n{"iteration": 2}\n')
-    with pytest.raises(report.ReportError, match="metrics.json, line 2"):
-        report.load_run(str(tmp_path))
+    with pytest.raises(run_reader.ReportError, match="metrics.json, line 2"):
+        run_reader.load_run(str(tmp_path))
     assert report.main([str(tmp_path / "missing")]) == 2
 
 

@@ -1,23 +1,25 @@
 #!/usr/bin/env python
-"""`make demo`: train the CPU-sized tree-crown detectors (the stock RetinaNet baseline, then each
-method on the same schedule), evaluate them with COCOEvaluator and print their AP table, each
+"""`make demo`: train the CPU-sized tree-crown detectors (the stock RetinaNet baseline and each
+method on the same schedule, seed 0), evaluate them with COCOEvaluator and print their AP table, each
 method's row followed by its difference to the first (baseline) row, and write a model-zoo style
 report (tools/report.py: table, provenance, training curves) with the runs' PR curves to
 OUTPUT_DIR/report/.
 
-    python tools/demo.py [--output-dir output/demo] [--config-file configs/TreeCrowns/a.py ...] [key=value ...]
+    python tools/demo.py [--output-dir output/demo] [--config-file configs/TreeCrowns/a.py ...]
+                         [--jobs J] [--threads T] [key=value ...]
 
-Each config trains with `train_net.py --resume` into OUTPUT_DIR/<config name>, so an interrupted
-demo continues where it stopped and a finished one is only re-evaluated. Every run gets `train.max_iter=400`
-(DEMO_OPTS) and then the extra `key=value` opts, which win (e.g. `train.max_iter=500` for the
-configs' own schedule).
+The runs are those of a one-seed study (detkit.study.run_study): each config trains with
+`train_net.py --resume` into OUTPUT_DIR/<config name>, all of them at once (--jobs, default one per
+config) with one intra-op thread each, so the numbers are those of `train.max_iter=400` at one
+thread whatever the machine's core count. An interrupted demo continues where it stopped; a
+finished run is skipped. Every run gets `train.max_iter=400` (DEMO_OPTS) and then the extra
+`key=value` opts, which win (e.g. `train.max_iter=500` for the configs' own schedule).
 """
 import argparse
 import json
 import math
 import os
 import runpy
-import subprocess
 import sys
 import time
 
@@ -29,26 +31,10 @@ DEFAULT_CONFIGS = [
     "configs/TreeCrowns/clean_anchors_retinanet_mnv2_fpn.py",
     "configs/TreeCrowns/swn_retinanet_mnv2_fpn.py",
 ]
-# Three models at the configs' 500 iterations take ~31 CPU minutes on 2 cores; 400 keeps the demo
-# under 30 minutes with the install. The schedule's warmup / step follow max_iter (fractions).
+# The three runs train at once, one thread each (~19 min on 2 cores, docs/study_parallelism.md).
+# The schedule's warmup / step follow max_iter (fractions).
 DEMO_OPTS = ["train.max_iter=400"]
-METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
-
-
-def train_and_evaluate(config: str, output_dir: str, opts) -> float:
-    cmd = [
-        sys.executable,
-        os.path.join(REPO_ROOT, "train_net.py"),
-        "--config-file",
-        config,
-        "--resume",
-        f"train.output_dir={output_dir}",
-        *opts,
-    ]
-    print("+ " + " ".join(cmd), flush=True)
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO_ROOT, check=True)
-    return time.perf_counter() - start
+METRICS = ["AP", "AP50", "AP75", "APs", "APm", "AP40", "P40", "R40"]
 
 
 def _fmt(value: float, sign: bool = False) -> str:
@@ -68,27 +54,40 @@ def main():
     parser.add_argument(
         "--config-file", dest="configs", action="append", help="repeat for several (default: %(default)s)"
     )
+    parser.add_argument("--jobs", type=int, default=None, help="runs at once (default: one per config)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per run (default 1)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="key=value overrides for every run")
     args = parser.parse_args()
     args.configs = args.configs or DEFAULT_CONFIGS
 
+    from detkit.study import RunSpec, run_study
+    from detkit.study.runner import config_name
+
+    specs = [RunSpec(config_name(c), c, 0, os.path.abspath(os.path.join(args.output_dir, config_name(c))))
+             for c in args.configs]
+    opts = DEMO_OPTS + list(args.opts)
+    # seed 0 is each config's own train.seed; the demo passes it like a study does
+    start = time.perf_counter()
+    outcome = run_study(specs, opts, args.output_dir, jobs=args.jobs or len(specs), threads=args.threads, poll=5.0)
+    minutes = (time.perf_counter() - start) / 60
+    if outcome["failed"]:
+        raise SystemExit(f"demo: {', '.join(s.label for s in outcome['failed'])} failed (see above)")
+
     rows, baseline = [], None
-    for config in args.configs:
-        name = os.path.splitext(os.path.basename(config))[0]
-        output_dir = os.path.abspath(os.path.join(args.output_dir, name))
-        seconds = train_and_evaluate(config, output_dir, DEMO_OPTS + args.opts)
-        iters, bbox = load_results(output_dir)
-        rows.append([name, iters, f"{seconds / 60:.1f}"] + [_fmt(bbox[m]) for m in METRICS] + [output_dir])
+    for spec in specs:
+        iters, bbox = load_results(spec.output_dir)
+        rows.append([spec.name, iters] + [_fmt(bbox.get(m, math.nan)) for m in METRICS] + [spec.output_dir])
         if baseline is None:
             baseline = bbox
         else:
-            diff = [_fmt(bbox[m] - baseline[m], sign=True) for m in METRICS]
-            rows.append([f"  vs {rows[0][0]}", "", ""] + diff + [""])
+            diff = [_fmt(bbox.get(m, math.nan) - baseline.get(m, math.nan), sign=True) for m in METRICS]
+            rows.append([f"  vs {rows[0][0]}", ""] + diff + [""])
 
     table = tabulate(
-        rows, headers=["model", "iters", "run min"] + [f"box {m}" for m in METRICS] + ["outputs"], tablefmt="github"
+        rows, headers=["model", "iters"] + [f"box {m}" for m in METRICS] + ["outputs"], tablefmt="github"
     )
-    print("\nTree-crown val (12 tiles of 400x400, COCO box AP):\n" + table)
+    print(f"\nTree-crown val (12 tiles of 400x400; COCO box AP, and AP / precision / recall at IoU 0.4), "
+          f"one seed; {minutes:.1f} min:\n" + table)
     print(
         "\nEach output folder holds model_final.pth, metrics.json, log.txt, config.yaml, "
         "eval_results.json, inference/coco_instances_results.json and TensorBoard events."

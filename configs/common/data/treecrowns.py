@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from detkit.data.mapper import DatasetMapper
 from detkit.data.validation import validated_dataset_dicts
-from detkit.evaluation import build_coco_evaluator
+from detkit.evaluation import build_iou_metrics_evaluator
 
 dataloader = OmegaConf.create()
 
@@ -40,10 +40,15 @@ dataloader.test = L(build_detection_test_loader)(
     num_workers=2,
 )
 
-dataloader.evaluator = L(build_coco_evaluator)(
+# COCO box AP/AP50/AP75 plus the NEON tree-crown benchmark's IoU 0.4: AP40, and precision P40 /
+# recall R40 of the detections scoring >= score_thresh (DeepForest's default 0.1), one-to-one
+# matching (detkit/evaluation/iou_metrics.py)
+dataloader.evaluator = L(build_iou_metrics_evaluator)(
     dataset_name="${..test.dataset.names}",
     output_dir="${train.output_dir}/inference",
     max_dets_per_image=100,
+    iou=0.4,
+    score_thresh=0.1,
 )
 
 # Test-time augmentation around the tiles' own 400 px (train_net.py takes the rest of `test`,
