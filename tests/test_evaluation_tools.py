@@ -20,6 +20,7 @@ from detkit.evaluation import (
     ProposalRecallEvaluator,
     build_proposal_recall_evaluator,
     coco_precision,
+    iou_metrics,
     confidence_iou_analysis,
     iou_with_matched_gt,
     pearson,
@@ -352,3 +353,55 @@ def test_plot_and_write_pr_curves_for_run_folders(tmp_path, capsys):
 
     direct = plot_pr_curves({"one": precisions["A"]}, str(tmp_path / "one.png"))
     assert os.path.getsize(direct) > 10_000
+
+
+def test_iou_metrics_by_hand(tmp_path):
+    """AP / precision / recall at IoU 0.4 (the NEON tree-crown protocol) on hand-made boxes."""
+    coco_gt = COCO(two_box_gt(tmp_path))  # GT 1: [0, 0, 40, 40], GT 2: [50, 50, 40, 40] (xywh)
+    dets = [
+        det([0, 0, 40, 24.5], 0.9),   # IoU 0.6125 with GT 1
+        det([50, 50, 40, 40], 0.8),   # IoU 1 with GT 2
+        det([0, 0, 40, 18], 0.7),     # IoU 0.45 with GT 1, which is taken: one-to-one, a false positive
+        det([200, 200, 10, 10], 0.05),  # below the score threshold: left out of P/R
+    ]
+    coco_dt = coco_gt.loadRes(dets)
+    m = iou_metrics(coco_gt, coco_dt, iou=0.4, score_thresh=0.1)
+    assert set(m) == {"AP40", "P40", "R40"}
+    assert m["P40"] == pytest.approx(100 * 2 / 3) and m["R40"] == pytest.approx(100.0)
+    assert m["AP40"] == pytest.approx(100.0)  # both crowns found by the two top-scoring boxes
+    # the same boxes at IoU 0.65: the first box no longer matches; the 0.45 box still does not
+    m = iou_metrics(coco_gt, coco_dt, iou=0.65, score_thresh=0.1)
+    assert m["P65"] == pytest.approx(100 / 3) and m["R65"] == pytest.approx(50.0)
+    # the first box alone, IoU 0.45 at 0.4: a match only without the better box before it
+    m = iou_metrics(coco_gt, coco_gt.loadRes([det([0, 0, 40, 18], 0.7)]), iou=0.4, score_thresh=0.0)
+    assert m["P40"] == 100.0 and m["R40"] == 50.0
+    m = iou_metrics(coco_gt, coco_dt, iou=0.4, score_thresh=0.0)  # the low-score box counts now
+    assert m["P40"] == pytest.approx(50.0) and m["R40"] == pytest.approx(100.0)
+    m = iou_metrics(coco_gt, coco_dt, iou=0.4, score_thresh=0.95)  # nothing scores that high
+    assert math.isnan(m["P40"]) and m["R40"] == 0.0
+    with pytest.raises(ValueError, match="iou"):
+        iou_metrics(coco_gt, coco_dt, iou=1.2)
+
+
+def test_iou_metrics_evaluator_adds_its_metrics(four_box_dataset, tmp_path):
+    """IoUMetricsCOCOEvaluator = COCOEvaluator + AP40/P40/R40 from the same detections; bad
+    settings name their key."""
+    from detkit.evaluation import IoUMetricsCOCOEvaluator
+
+    with pytest.raises(ValueError, match=r"dataloader.evaluator.iou=0"):
+        IoUMetricsCOCOEvaluator(four_box_dataset[0], iou=0)
+    with pytest.raises(ValueError, match=r"dataloader.evaluator.score_thresh=1.5"):
+        IoUMetricsCOCOEvaluator(four_box_dataset[0], score_thresh=1.5)
+    name, _, xyxy = four_box_dataset
+    MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id = {1: 0}
+    evaluator = IoUMetricsCOCOEvaluator(name, output_dir=str(tmp_path), tasks=("bbox",), iou=0.4, score_thresh=0.5)
+    evaluator.reset()
+    inst = Instances((100, 100))
+    inst.pred_boxes = Boxes(torch.cat([xyxy, torch.tensor([[70.0, 0, 80, 10]])]))  # 4 crowns + 1 false box
+    inst.scores = torch.tensor([0.9, 0.9, 0.9, 0.9, 0.3])
+    inst.pred_classes = torch.zeros(5, dtype=torch.int64)
+    evaluator.process([{"image_id": 1}], [{"instances": inst}])
+    bbox = evaluator.evaluate()["bbox"]
+    assert bbox["AP"] == pytest.approx(100.0) and bbox["AP40"] == pytest.approx(100.0)
+    # the false box scores below score_thresh=0.5: precision counts the 4 true ones only
+    assert bbox["P40"] == pytest.approx(100.0) and bbox["R40"] == pytest.approx(100.0)
