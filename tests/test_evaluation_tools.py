@@ -405,3 +405,22 @@ def test_iou_metrics_evaluator_adds_its_metrics(four_box_dataset, tmp_path):
     assert bbox["AP"] == pytest.approx(100.0) and bbox["AP40"] == pytest.approx(100.0)
     # the false box scores below score_thresh=0.5: precision counts the 4 true ones only
     assert bbox["P40"] == pytest.approx(100.0) and bbox["R40"] == pytest.approx(100.0)
+
+
+def test_iou_metrics_evaluator_no_detections_is_zero_not_nan(four_box_dataset, tmp_path):
+    """Detectron2 reports NaN AP for a model without detections; a study's mean would drop it."""
+    from detkit.evaluation import IoUMetricsCOCOEvaluator
+
+    name, _, _ = four_box_dataset
+    MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id = {1: 0}
+    evaluator = IoUMetricsCOCOEvaluator(name, output_dir=str(tmp_path), tasks=("bbox",))
+    evaluator.reset()
+    inst = Instances((100, 100))
+    inst.pred_boxes = Boxes(torch.zeros((0, 4)))
+    inst.scores = torch.zeros(0)
+    inst.pred_classes = torch.zeros(0, dtype=torch.int64)
+    evaluator.process([{"image_id": 1}], [{"instances": inst}])
+    bbox = evaluator.evaluate()["bbox"]
+    assert bbox["AP"] == 0.0 and bbox["AP50"] == 0.0 and bbox["APs"] == 0.0 and bbox["APm"] == 0.0
+    assert math.isnan(bbox["APl"])  # no large ground truth: undefined, as COCOeval says
+    assert bbox["AP40"] == 0.0 and bbox["R40"] == 0.0 and math.isnan(bbox["P40"])

@@ -86,7 +86,8 @@ def iou_metrics(coco_gt, coco_dt, iou: float = 0.4, score_thresh: float = 0.1, m
 class IoUMetricsCOCOEvaluator(COCOEvaluator):
     """Detectron2's ``COCOEvaluator`` whose "bbox" results also hold :func:`iou_metrics` (AP40, P40,
     R40 for ``iou=0.4``), computed from the same ground truth, detections and image ids as the
-    standard COCO metrics."""
+    standard COCO metrics. A model without a single detection gets box AP 0, not Detectron2's NaN
+    (which a mean over seeds would silently leave out)."""
 
     def __init__(self, dataset_name: str, *args, iou: float = 0.4, score_thresh: float = 0.1, **kwargs):
         if not 0.0 < iou < 1.0:
@@ -102,7 +103,11 @@ class IoUMetricsCOCOEvaluator(COCOEvaluator):
         results = super()._derive_coco_results(coco_eval, iou_type, class_names=class_names)
         if iou_type != "bbox":
             return results
-        if coco_eval is None:  # no detections at all: nothing found, nothing to be precise about
+        if coco_eval is None:
+            # No detection at all. Detectron2 reports NaN, which a mean over seeds would silently
+            # drop; a model that finds nothing has AP 0 wherever there is ground truth to find.
+            results.update(_zero_ap_where_ground_truth(self._coco_api, results))
+            self._logger.warning("No detections: box AP reported as 0 (not NaN) where there is ground truth.")
             extra = dict(zip(metric_names(self._iou), (0.0, float("nan"), 0.0)))
         else:
             extra = iou_metrics(
@@ -115,6 +120,24 @@ class IoUMetricsCOCOEvaluator(COCOEvaluator):
         )
         results.update(extra)
         return results
+
+
+# COCOeval's area ranges of the box metrics
+_AREAS = {"APs": (0, 32 ** 2), "APm": (32 ** 2, 96 ** 2), "APl": (96 ** 2, 1e10)}
+
+
+def _zero_ap_where_ground_truth(coco_gt, results: Dict[str, float]) -> Dict[str, float]:
+    """For a model without any detection: 0.0 for AP / AP50 / AP75 and each size bucket holding
+    non-crowd ground truth; NaN stays where there is none (as COCOeval does)."""
+    areas = [a.get("area", 0.0) for a in coco_gt.dataset.get("annotations", []) if not a.get("iscrowd", 0)]
+    out = {}
+    for key in results:
+        if key in _AREAS:
+            lo, hi = _AREAS[key]
+            out[key] = 0.0 if any(lo <= a < hi for a in areas) else float("nan")
+        elif key.startswith("AP") and areas:
+            out[key] = 0.0
+    return out
 
 
 def build_iou_metrics_evaluator(dataset_name: str, output_dir: Optional[str] = None, **kwargs):
