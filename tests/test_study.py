@@ -201,3 +201,22 @@ def test_failed_run_is_reported_and_the_others_finish(tmp_path):
     assert study["configs"]["retinanet_mnv2_fpn"]["seeds"] == [0]
     assert study["comparisons"]["clean_anchors_retinanet_mnv2_fpn"]["AP40"]["seeds"] == [0]
     assert any("retinanet_mnv2_fpn seed 1" in n for n in study["notes"])
+
+
+def test_refuses_a_folder_in_which_an_earlier_run_still_trains(tmp_path):
+    """A study killed alone leaves its train_net.py runs going: a re-run must not start a second
+    process in the same folder."""
+    from detkit.study.runner import PID_FILE, run_study
+
+    spec = plan_runs([os.path.join(REPO_ROOT, CONFIGS[0])], [0], str(tmp_path))[0]
+    os.makedirs(spec.output_dir)
+    # a stand-in process whose command line looks like the run's train_net.py
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "train_net.py", spec.output_dir])
+    try:
+        with open(os.path.join(spec.output_dir, PID_FILE), "w") as f:
+            f.write(str(proc.pid))
+        with pytest.raises(StudyError, match=rf"pid {proc.pid}\) still trains in"):
+            run_study([spec], [], str(tmp_path), jobs=1, threads=1)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -273,6 +273,12 @@ def run_study(specs: Sequence[RunSpec], opts: Sequence[str], output_dir: str, jo
             outcome["skipped"].append(spec)
         else:
             queue.append(spec)
+    for spec in queue:  # before starting anything: two processes must never train into one folder
+        pid = running_elsewhere(spec.output_dir)
+        if pid is not None:
+            raise StudyError(f"{spec.label}: train_net.py (pid {pid}) still trains in {spec.output_dir}, started by "
+                             "an earlier study that was stopped without its runs. Wait for it or stop it "
+                             f"(kill {pid}), then re-run this command.")
     if outcome["skipped"]:
         progress.message(f"{len(outcome['skipped'])} run(s) already finished: "
                          + ", ".join(s.label for s in outcome["skipped"]))
@@ -331,6 +337,22 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+PID_FILE = "study_run.pid"
+
+
+def running_elsewhere(output_dir: str) -> Optional[int]:
+    """The pid of a train_net.py that an earlier study started in ``output_dir`` and that still runs
+    (a study killed alone, without its runs), else None."""
+    try:
+        with open(os.path.join(output_dir, PID_FILE)) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+    return pid if "train_net.py" in cmdline and output_dir in cmdline else None
+
+
 def _start(spec: RunSpec, opts, slot: int, threads: int, gpus: int, progress: Progress) -> Job:
     os.makedirs(spec.output_dir, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -341,6 +363,8 @@ def _start(spec: RunSpec, opts, slot: int, threads: int, gpus: int, progress: Pr
     log.write(f"\n+ {shlex.join(cmd)}\n")
     log.flush()
     process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(os.path.join(spec.output_dir, PID_FILE), "w") as f:
+        f.write(str(process.pid))
     state = "continues" if last_iteration(spec.output_dir) is not None else "starts"
     progress.message(f"[{slot}] {spec.label} {state} ({threads} thread{'s' if threads > 1 else ''}"
                      f"{f', GPU {slot}' if gpus else ''}): {spec.output_dir}")
