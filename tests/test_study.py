@@ -180,6 +180,16 @@ def test_study_end_to_end_killed_and_resumed(tmp_path):
     r = subprocess.run(_study_cmd(out), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "4 run(s) already finished" in r.stderr
 
+    # --report-only --report-dir: the same report elsewhere, keeping the study's own command
+    pub = tmp_path / "published"
+    cmd = _study_cmd(out)
+    cmd[2:2] = ["--report-only", "--report-dir", str(pub)]  # before the key=value opts
+    r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    published = json.load(open(pub / "study.json"))
+    assert published["command"] == study["command"] and "--report-only" in published["report_command"]
+    assert published["comparisons"] == study["comparisons"] and os.path.isfile(pub / "study.png")
+
 
 @pytest.mark.slow
 def test_failed_run_is_reported_and_the_others_finish(tmp_path):

@@ -13,7 +13,7 @@ and study_run.log), J runs at once with T intra-op threads each (default: one ru
 skips finished runs and resumes interrupted ones. Then OUTPUT/study.md, study.json and study.png:
 per config mean ± std [min, max] over seeds; per compared config the seed-paired differences to the
 baseline, their mean, 95 % Student-t and bootstrap intervals and a verdict (better / worse / within
-noise). Runs that differ in more than the method and seed (data, schedule, batch, lr, backbone,
+noise), also into --report-dir when given. Runs that differ in more than the method and seed (data, schedule, batch, lr, backbone,
 meta-architecture) are refused as a pairing. --report-only rewrites the report from the runs there.
 """
 import argparse
@@ -33,12 +33,15 @@ def main(argv=None) -> int:
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
                         help="box metrics to report (those every run has; default: %(default)s)")
     parser.add_argument("--title", default="Study")
+    parser.add_argument("--report-dir", default=None,
+                        help="also write study.md/json/png here (e.g. docs/results/NAME; no checkpoints)")
     parser.add_argument("--report-only", action="store_true", help="do not train: report the finished runs")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="key=value overrides for every run")
     args = parser.parse_args(argv)
     try:
         out = run_and_report(args.baseline, args.configs, args.seeds, args.output_dir, args.opts, args.jobs,
-                             args.threads, args.metrics, args.title, args.report_only)
+                             args.threads, args.metrics, args.title, args.report_only,
+                             report_dir=args.report_dir)
     except StudyError as e:
         print(f"study: {e}", file=sys.stderr)
         return 1

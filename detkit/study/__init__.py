@@ -72,8 +72,10 @@ def report_study(specs: Sequence[RunSpec], baseline: str, out_dir: str, metrics:
 def run_and_report(baseline: str, configs: Sequence[str], seeds: Sequence[int], output_dir: str,
                    opts: Sequence[str] = (), jobs: Optional[int] = None, threads: Optional[int] = None,
                    metrics: Sequence[str] = DEFAULT_METRICS, title: str = "Study", report_only: bool = False,
-                   progress: Optional[Progress] = None) -> Dict:
-    """Run (unless ``report_only``) and report a study; returns ``{"paths", "outcome"}``. Raises
+                   progress: Optional[Progress] = None, report_dir: Optional[str] = None) -> Dict:
+    """Run (unless ``report_only``) and report a study into ``output_dir`` (and ``report_dir``, e.g.
+    a docs folder: the report files only); returns ``{"paths", "outcome"}``. With ``report_only`` the
+    command, parallelism and wall time of the study's own run (its study.json) are kept. Raises
     StudyError when a run failed (after writing the report of the others)."""
     jobs, threads, gpus = default_parallelism(jobs, threads)
     specs = plan_runs([baseline, *configs], seeds, output_dir)
@@ -94,7 +96,19 @@ def run_and_report(baseline: str, configs: Sequence[str], seeds: Sequence[int], 
         "seeds": list(seeds),
         "overrides": list(opts),
     }
-    paths = report_study(specs, os.path.splitext(os.path.basename(baseline))[0], output_dir, metrics, title, meta)
+    previous = os.path.join(output_dir, "study.json")
+    if report_only and os.path.isfile(previous):
+        import json
+
+        with open(previous) as f:
+            saved = json.load(f)
+        meta["report_command"] = meta["command"]
+        meta.update({k: saved[k] for k in ("command", "commit", "machine", "jobs", "threads", "wall_minutes")
+                     if k in saved})
+    name = os.path.splitext(os.path.basename(baseline))[0]
+    paths = report_study(specs, name, output_dir, metrics, title, meta)
+    if report_dir and os.path.abspath(report_dir) != os.path.abspath(output_dir):
+        paths = report_study(specs, name, report_dir, metrics, title, meta)
     if outcome["failed"]:
         raise StudyError(f"{len(outcome['failed'])} run(s) failed: " + ", ".join(s.label for s in outcome["failed"])
                          + f" (the report of the others: {paths['md']}); re-run the command to retry them.")

@@ -98,7 +98,7 @@ def study_results(runs: "OrderedDict[str, Dict[int, Dict]]", baseline: str, metr
     for name, by_seed in runs.items():
         configs[name] = {
             "seeds": sorted(by_seed),
-            "dirs": {str(s): by_seed[s]["dir"] for s in sorted(by_seed)},
+            "dirs": {str(s): _relative(by_seed[s]["dir"]) for s in sorted(by_seed)},
             "iterations": {str(s): by_seed[s]["iterations_trained"] for s in sorted(by_seed)},
             "metrics": {m: {"values": {str(s): v for s, v in sorted(metric_values(by_seed, m, task).items())},
                             **summary(list(metric_values(by_seed, m, task).values()))} for m in metrics},
@@ -123,6 +123,12 @@ def study_results(runs: "OrderedDict[str, Dict[int, Dict]]", baseline: str, metr
         "notes": list(notes or []),
         **(meta or {}),
     }
+
+
+def _relative(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it (a report to publish)."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
 
 
 def _f(x: float, digits: int = 2, sign: bool = False) -> str:
