@@ -7,12 +7,15 @@ train_net.py run), then report per-config spread and seed-paired differences wit
 ``tools/study.py`` is the command line. Modules: :mod:`.runner` (the runs, in parallel, resumable),
 :mod:`.stats` (pure statistics), :mod:`.report` (study.json / study.md / study.png).
 """
+import json
 import os
+import platform
 import shlex
 import sys
 import time
 from typing import Dict, Optional, Sequence
 
+from ..engine.provenance import git_state
 from .report import DEFAULT_METRICS, check_pairing, load_study_runs, study_results, write_study
 from .runner import Progress, RunSpec, StudyError, plan_runs, run_study
 from .stats import bootstrap_interval, compare, paired_differences, summary, t_interval, t_quantile, verdict
@@ -83,9 +86,6 @@ def run_and_report(baseline: str, configs: Sequence[str], seeds: Sequence[int], 
     outcome = {"finished": [], "failed": [], "skipped": specs}
     if not report_only:
         outcome = run_study(specs, opts, output_dir, jobs=jobs, threads=threads, gpus=gpus, progress=progress)
-    from detkit.engine.provenance import git_state
-    import platform
-
     meta = {
         "command": shlex.join([os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]),
         "commit": (git_state().get("commit") or "?")[:10],
@@ -98,8 +98,6 @@ def run_and_report(baseline: str, configs: Sequence[str], seeds: Sequence[int], 
     }
     previous = os.path.join(output_dir, "study.json")
     if report_only and os.path.isfile(previous):
-        import json
-
         with open(previous) as f:
             saved = json.load(f)
         meta["report_command"] = meta["command"]
