@@ -329,13 +329,49 @@ def test_fast_path_equals_the_plain_evaluation(num_tasks, shared_head, trained, 
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item() + 1e-12)
 
 
-def test_fast_path_falls_back_when_most_samples_are_positives():
+def test_fast_path_falls_back_when_most_samples_are_positives(monkeypatch):
+    """The fast path is taken when at least half the samples are negatives (inputs besides the
+    classification loss all 0), and skipped otherwise; both give the plain result."""
+    import swn.network as network
+
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return relu_mlp_of_scalar(*args, **kwargs)
+
+    monkeypatch.setattr(network, "relu_mlp_of_scalar", counting)
     torch.manual_seed(0)
     net = SampleWeightingNetwork(init_std=0.3)
+
+    def both(inputs):
+        net.fast_path = True
+        fast = net(*inputs)
+        net.fast_path = False
+        return fast, net(*inputs)
+
     inputs = _inputs(200, seed=3)  # every row has a non-zero regression loss, IoU and prob
-    fast = net(*inputs)
-    net.fast_path = False
-    assert torch.equal(fast, net(*inputs))
+    fast, plain = both(inputs)
+    assert calls == [] and torch.equal(fast, plain)  # most are positives: the plain path only
+
+    negative = torch.arange(200) % 10 != 0  # 90 % negatives: the fast path runs
+    for x in inputs[1:]:
+        x[negative] = 0.0
+    fast, plain = both(inputs)
+    assert len(calls) == 1
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+
+    calls.clear()
+    negative = torch.arange(200) % 2 == 0  # exactly half: still fast; one positive more: plain
+    inputs = _inputs(200, seed=5)
+    for x in inputs[1:]:
+        x[negative] = 0.0
+    both(inputs)
+    assert len(calls) == 1
+    calls.clear()
+    inputs[1][0] = 0.5  # sample 0 becomes a positive: 101 of 200
+    both(inputs)
+    assert calls == []
 
 
 def test_fast_path_under_autocast():
