@@ -141,7 +141,8 @@ def test_retinanet_losses_are_finite_and_logged_with_an_empty_image(statistics):
 
 
 def test_reweighted_losses_keep_the_unweighted_sum():
-    """With rescaling, re-weighting redistributes the loss but leaves its total unchanged."""
+    """With rescaling, re-weighting redistributes the loss (other gradients) but leaves its total
+    unchanged; without rescaling the weighted total differs (the weights are not all 1)."""
     cfg = load_cfg("clean_anchors_retinanet_mnv2_fpn.py", "model.cleanliness.soft_labels=False")
     torch.manual_seed(0)
     weighted = instantiate(cfg.model)
@@ -152,8 +153,19 @@ def test_reweighted_losses_keep_the_unweighted_sum():
     batch = synthetic_batch(2)
     with EventStorage(0):
         a, b = weighted(batch), plain(batch)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+        # the same totals, distributed differently over the anchors: the head's gradients differ
+        sum(a.values()).backward()
+        sum(b.values()).backward()
+        for name in ("head.cls_score.weight", "head.bbox_pred.weight"):
+            ga = dict(weighted.named_parameters())[name].grad
+            gb = dict(plain.named_parameters())[name].grad
+            assert not torch.allclose(ga, gb, rtol=1e-3, atol=1e-6), name
+        weighted.cleanliness.rescale_losses = False
+        c = weighted(batch)
+    for k in ("loss_cls", "loss_box_reg"):
+        assert not torch.allclose(c[k], b[k], rtol=1e-3), k
 
 
 def test_cleanliness_targets_carry_no_gradient():
