@@ -90,13 +90,8 @@ def test_loss_normalizer_after_batches_without_positives():
             dense_labels(_EMAModel(), two, 1, normalizer="mean")
 
 
-def test_switched_off_rpn_is_exactly_stock_rpn():
-    cfg = load_cfg(
-        "clean_anchors_faster_rcnn_mnv2_fpn.py",
-        "model.proposal_generator.assigner=iou",
-        "model.proposal_generator.cleanliness.soft_labels=False",
-        "model.proposal_generator.cleanliness.reweighting=False",
-    )
+def _rpn_method_and_stock(*overrides):
+    cfg = load_cfg("clean_anchors_faster_rcnn_mnv2_fpn.py", "model.proposal_generator.assigner=iou", *overrides)
     torch.manual_seed(0)
     method = instantiate(cfg.model)
     stock_cfg = copy.deepcopy(cfg.model)
@@ -105,14 +100,61 @@ def test_switched_off_rpn_is_exactly_stock_rpn():
         stock_cfg.proposal_generator.pop(key, None)
     stock = instantiate(stock_cfg)
     stock.load_state_dict(method.state_dict())
-    batch = synthetic_batch(2)
+    return method, stock
+
+
+def _rpn_losses_and_grads(model, batch):
     with EventStorage(0):
         torch.manual_seed(1)  # the RPN and RoI heads sample at random
-        a = method(batch)
-        torch.manual_seed(1)
-        b = stock(batch)
-    for k in ("loss_rpn_cls", "loss_rpn_loc"):
+        losses = model(batch)
+        rpn = {k: losses[k] for k in ("loss_rpn_cls", "loss_rpn_loc")}
+        sum(rpn.values()).backward()
+    head = model.proposal_generator.rpn_head
+    return rpn, {n: p.grad.clone() for n, p in head.named_parameters()}
+
+
+def test_switched_off_rpn_is_exactly_stock_rpn():
+    """Both switches off: Detectron2's own RPN losses, bit for bit (the method's losses() defers)."""
+    method, stock = _rpn_method_and_stock(
+        "model.proposal_generator.cleanliness.soft_labels=False",
+        "model.proposal_generator.cleanliness.reweighting=False",
+    )
+    batch = synthetic_batch(2)
+    a, _ = _rpn_losses_and_grads(method, batch)
+    b, _ = _rpn_losses_and_grads(stock, batch)
+    for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_rpn_method_loss_with_neutral_scores_is_stock_rpn(monkeypatch):
+    """The method's own loss path (soft targets, re-weighting, normaliser, box loss) with every soft
+    label and weight forced to 1 gives the stock RPN's losses and gradients."""
+    import clean_anchors.rpn as rpn_module
+
+    original = rpn_module.candidate_scores
+
+    def neutral(*args, **kwargs):
+        scores = original(*args, **kwargs)
+        ones = torch.ones_like(scores.soft_labels)
+        return scores._replace(soft_labels=ones, weights=ones)
+
+    monkeypatch.setattr(rpn_module, "candidate_scores", neutral)
+    method, stock = _rpn_method_and_stock()  # soft labels and re-weighting on (the config's)
+    assert method.proposal_generator.cleanliness.soft_labels and method.proposal_generator.cleanliness.reweighting
+    batch = synthetic_batch(2)
+    a, grads_a = _rpn_losses_and_grads(method, batch)
+    b, grads_b = _rpn_losses_and_grads(stock, batch)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7)
+    for n in grads_a:
+        torch.testing.assert_close(grads_a[n], grads_b[n], rtol=1e-5, atol=1e-7)
+    # and the real scores do change the losses
+    monkeypatch.setattr(rpn_module, "candidate_scores", original)
+    method.zero_grad()
+    _, grads_c = _rpn_losses_and_grads(method, batch)
+    # (at initialisation every objectness logit is ~0, where BCE is ln 2 for any target: the
+    # soft targets show in the gradient, not the loss value)
+    assert not torch.allclose(grads_c["objectness_logits.weight"], grads_b["objectness_logits.weight"], rtol=1e-3)
 
 
 @pytest.mark.parametrize("statistics", ["image", "batch"])
