@@ -42,7 +42,8 @@ def train_steps(model, steps=2, lr=0.01, make_batch=lambda: synthetic_batch(2)):
 
 
 def assert_same_detections(model_a, model_b):
-    """Both models, in eval mode, give bit-identical detections (and some) on synthetic images."""
+    """Both models, in eval mode, give bit-identical detections (and some) on synthetic images:
+    boxes, scores, classes and, for Mask R-CNN, masks."""
     model_a.eval(), model_b.eval()
     inputs = [{k: v for k, v in d.items() if k != "instances"} for d in synthetic_batch(2)]
     with torch.no_grad():
@@ -52,3 +53,6 @@ def assert_same_detections(model_a, model_b):
         assert torch.equal(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
         assert torch.equal(x["instances"].scores, y["instances"].scores)
         assert torch.equal(x["instances"].pred_classes, y["instances"].pred_classes)
+        assert x["instances"].has("pred_masks") == y["instances"].has("pred_masks")
+        if x["instances"].has("pred_masks"):  # Mask R-CNN: the masks too
+            assert torch.equal(x["instances"].pred_masks, y["instances"].pred_masks)

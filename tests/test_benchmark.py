@@ -4,6 +4,7 @@ import importlib.util
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,15 +94,25 @@ def test_training_and_inference_sections(bench, configs, batch_size, iters, warm
     )
     assert [r.model for r in results] == [bench.config_name(c) for c in configs]
     assert results[0].ratio == 1.0
-    for r in results:
-        assert r.iters == iters and r.s_per_iter > 0 and r.cpu_s_per_iter > 0 and r.images_per_iter == batch_size
-        assert r.ratio > 0 and r.ratio_low <= r.ratio <= r.ratio_high
-        assert r.cpu_ratio > 0 and r.cpu_ratio_low <= r.cpu_ratio <= r.cpu_ratio_high
-        assert r.peak_mb > 0 and r.peak_ratio > 0
+    stock = results[0]
+    for r, runner in zip(results, runners):
+        assert r.iters == iters and r.images_per_iter == batch_size
+        # the medians of what each runner measured, one timing per iteration, and their ratios
+        assert len(runner.wall) == iters and len(runner.cpu) == iters
+        assert r.s_per_iter == pytest.approx(float(np.median(runner.wall))) and r.s_per_iter > 0
+        assert r.cpu_s_per_iter == pytest.approx(float(np.median(runner.cpu))) and r.cpu_s_per_iter > 0
+        assert r.ratio == pytest.approx(r.s_per_iter / stock.s_per_iter) and r.ratio_low <= r.ratio <= r.ratio_high
+        assert r.cpu_ratio == pytest.approx(r.cpu_s_per_iter / stock.cpu_s_per_iter)
+        assert r.cpu_ratio_low <= r.cpu_ratio <= r.cpu_ratio_high
+        # a training step holds at least the model's weights and gradients
+        weights_mb = sum(p.numel() * p.element_size() for p in runner.bench.model.parameters()) / 2**20
+        assert r.peak_mb >= 2 * weights_mb and r.peak_ratio == pytest.approx(r.peak_mb / stock.peak_mb)
     inference = bench.benchmark_inference("g", [r.bench for r in runners], batches, iters=1, warmup=0)
     assert [r.checkpoint for r in inference] == [r.model for r in results]
     for r in inference[1:]:
-        assert r.identical_detections and r.detections_compared > 0 and r.ratio > 0 and r.detections_per_image >= 0
+        # a method checkpoint in its stock model: the stock model's detections, as many of them
+        assert r.identical_detections and r.detections_compared == inference[1].detections_compared > 0
+        assert r.detections_per_image == inference[0].detections_per_image and r.ratio > 0
     assert inference[2].dropped_keys > 0 and inference[1].dropped_keys == 0  # SWN / CleanAnchors
     assert "| g | swn_" in bench.format_training(results) and "yes (" in bench.format_inference(inference)
 
@@ -113,9 +124,15 @@ def test_assignment_section(bench):
     assert [(r.num_boxes, r.model) for r in results] == [
         (n, bench.config_name(c)) for n in (1, 20) for c in SYNTHETIC_RETINANETS
     ]
+    # every model labels the same anchors: 96x128 with the synthetic RetinaNet's anchors
+    assert len({r.num_anchors for r in results}) == 1 and results[0].num_anchors > 1000
     for r in results:
-        assert r.num_anchors > 0 and r.label_s > 0 and r.loss_s > 0 and r.label_peak_mb > 0 and r.loss_peak_mb > 0
-        assert r.label_time_ratio > 0 and r.label_peak_ratio > 0 and r.loss_time_ratio > 0 and r.loss_peak_ratio > 0
+        stock = next(s for s in results if s.num_boxes == r.num_boxes and s.model == results[0].model)
+        assert r.label_s > 0 and r.loss_s > 0 and r.label_peak_mb > 0 and r.loss_peak_mb > 0
+        assert r.label_time_ratio == pytest.approx(r.label_s / stock.label_s)
+        assert r.loss_time_ratio == pytest.approx(r.loss_s / stock.loss_s)
+        assert r.label_peak_ratio == pytest.approx(r.label_peak_mb / stock.label_peak_mb)
+        assert r.loss_peak_ratio == pytest.approx(r.loss_peak_mb / stock.loss_peak_mb)
     assert "| 20 | clean_anchors_retinanet_mnv2_fpn |" in bench.format_assignment(results)
 
 

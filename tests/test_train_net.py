@@ -75,7 +75,8 @@ def test_faster_rcnn_train_and_evaluate(tmp_path, config):
     run_main(config, out, "train.max_iter=3")
     losses = [m for m in read_metrics(out) if "total_loss" in m]
     assert {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"} <= set(losses[-1])
-    assert all(m["total_loss"] == m["total_loss"] for m in losses)  # finite, not NaN
+    assert [m["iteration"] for m in losses] == [0, 1, 2]
+    assert all(math.isfinite(m[k]) for m in losses for k in m if k.startswith("loss_") or k == "total_loss")
     results = json.load(open(os.path.join(out, "eval_results.json")))["results"]
     assert "AP50" in results["bbox"]
 

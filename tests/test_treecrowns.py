@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -57,8 +58,23 @@ def test_registered_treecrowns_have_expected_tiles():
             x, y, w, h = a["bbox"]
             assert a["bbox_mode"] == BoxMode.XYWH_ABS and a["category_id"] == 0
             assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= 400 and y + h <= 400
-    # every source crown appears in at least one tile (half-visibility keeps all of them somewhere)
-    assert sum(len(d["annotations"]) for d in val) >= 279
+    # every source crown appears in at least one tile (half-visibility keeps all of them somewhere),
+    # and every tile box is the visible part of a source crown: mapped back to the source image it
+    # lies inside its crown and covers at least half of it
+    source, _ = parse_voc_boxes(os.path.join(deepforest_data_dir(), "2019_YELL_2_541000_4977000_image_crop.xml"))
+    assert len(source) == 279
+    tiles = []
+    for d in val:
+        x0, y0 = (int(v) for v in re.search(r"_x(\d+)_y(\d+)\.png$", d["file_name"]).groups())
+        tiles += [[x + x0, y + y0, x + w + x0, y + h + y0] for x, y, w, h in (a["bbox"] for a in d["annotations"])]
+    tiles = np.array(tiles)[:, None, :]  # (M, 1, 4) against (1, 279, 4)
+    src = source[None, :, :]
+    eps = 1e-3
+    inside = ((tiles[..., :2] >= src[..., :2] - eps) & (tiles[..., 2:] <= src[..., 2:] + eps)).all(-1)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    visible_part = inside & (area(tiles) >= 0.5 * area(src) - eps)  # (M, 279)
+    assert visible_part.any(axis=0).all(), f"crowns missing from every tile: {np.nonzero(~visible_part.any(axis=0))[0]}"
+    assert visible_part.any(axis=1).all(), "a tile box that is no source crown's visible part"
     meta = MetadataCatalog.get("treecrowns_val")
     assert meta.thing_classes == ["tree"] and meta.evaluator_type == "coco"
     coco = json.load(open(meta.json_file))

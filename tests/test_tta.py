@@ -182,11 +182,19 @@ class _SlowModel(torch.nn.Module):
         return [{} for _ in inputs]
 
 
+class _SlowEvaluation(_Count):
+    def evaluate(self):  # as COCOeval: slow, after the loop
+        time.sleep(2.0)
+        return super().evaluate()
+
+
 def test_timed_inference_counts_images_and_leaves_out_the_evaluation():
-    loader = [[{"i": 0}, {"i": 1}], [{"i": 2}], [{"i": 3}, {"i": 4}]]
-    results, seconds = timed_inference_on_dataset(_SlowModel(), loader, _Count())
+    loader = [[{"i": 0}, {"i": 1}, {"i": 2}, {"i": 3}], [{"i": 4}]]
+    results, seconds = timed_inference_on_dataset(_SlowModel(), loader, _SlowEvaluation())
     assert results == {"count": {"n": 5}}
-    assert 0.02 <= seconds < 1.0
+    # 0.02 s of model time per image; counting the 2 s evaluation would give >= 0.42 s per image,
+    # dividing by the 2 batches instead of the 5 images >= 0.05
+    assert 0.02 <= seconds < 0.035
 
 
 def _one_image_loader():

@@ -16,7 +16,7 @@ from clean_anchors.plots import anchors_figure, candidates_in_region, candidates
 from detkit.analysis import annotated_inputs, load_model
 from detkit.visualization import assign_bins, bin_labels, save_figure, share_by_bin
 from model_utils import load_synthetic_cfg, synthetic_batch, train_steps
-from swn.analysis import collect_positive_samples, positive_samples, swn_inputs, swn_outputs, sweep_swn_input
+from swn.analysis import SWNSamples, collect_positive_samples, positive_samples, swn_inputs, swn_outputs, sweep_swn_input
 from swn.loss import sample_weights
 from swn.plots import DEFAULT_IOU_EDGES, input_sweeps, loss_share_by_iou
 
@@ -222,25 +222,42 @@ def test_stock_retinanet_samples_have_weight_one(swn_model, stock_model):
         assert torch.equal(w, torch.ones_like(w))
 
 
-def test_sweep_holds_the_other_inputs_at_their_medians(swn_model):
-    samples = collect_positive_samples(swn_model.eval(), [synthetic_batch(2)])
-    values = torch.linspace(0, 1, 7)
-    m = sweep_swn_input(swn_model.swn, samples, "iou", values)
-    assert m.shape == (7, 2)
-    expected = swn_model.swn(
-        samples.cls_loss.median().expand(7), samples.reg_loss.median(dim=0).values.expand(7, 4),
-        values, samples.prob.median().expand(7),
+class _RecordingSWN(torch.nn.Module):
+    """Stands in for the SWN: records what it is called with, returns (S, 2) zeros."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # the device is read from the parameters
+        self.calls = []
+
+    def forward(self, cls_loss, reg_loss, iou, prob):
+        self.calls.append((cls_loss, reg_loss, iou, prob))
+        return torch.zeros(len(iou), 2)
+
+
+def test_sweep_holds_the_other_inputs_at_their_medians():
+    # three positives with hand-picked inputs: medians cls 2, iou 0.6, prob 0.5, box loss (1, 1, 2, 4)
+    t = torch.tensor
+    samples = SWNSamples(
+        image_index=t([0, 0, 1]), iou=t([0.2, 0.6, 0.7]), prob=t([0.9, 0.1, 0.5]), cls_loss=t([3.0, 1.0, 2.0]),
+        reg_loss=t([[1.0, 0.5, 2.0, 4.0], [0.5, 1.0, 3.0, 5.0], [2.0, 3.0, 1.0, 4.0]]),
+        **{k: torch.zeros(3) for k in ("m_cls", "m_reg", "cls_weight", "cls_weight_own", "reg_weight")},
     )
-    torch.testing.assert_close(m, expected)
-    # the 4-d box loss sweeps its total, split in the proportions of the per-coordinate medians
-    reg_median = samples.reg_loss.median(dim=0).values
-    expected = swn_model.swn(
-        samples.cls_loss.median().expand(7), values[:, None] * (reg_median / reg_median.sum())[None, :],
-        samples.iou.median().expand(7), samples.prob.median().expand(7),
-    )
-    torch.testing.assert_close(sweep_swn_input(swn_model.swn, samples, "reg_loss", values), expected)
+    swn = _RecordingSWN()
+    values = t([0.0, 0.5, 1.0])
+    assert sweep_swn_input(swn, samples, "iou", values).shape == (3, 2)
+    cls_loss, reg_loss, iou, prob = swn.calls[-1]
+    assert cls_loss.tolist() == [2.0] * 3 and prob.tolist() == [0.5] * 3 and iou.tolist() == [0.0, 0.5, 1.0]
+    assert reg_loss.tolist() == [[1.0, 1.0, 2.0, 4.0]] * 3
+    # the 4-d box loss sweeps its total, split in the proportions of the per-coordinate medians 1:1:2:4
+    sweep_swn_input(swn, samples, "reg_loss", t([0.0, 8.0, 16.0]))
+    cls_loss, reg_loss, iou, prob = swn.calls[-1]
+    assert reg_loss.tolist() == [[0.0] * 4, [1.0, 1.0, 2.0, 4.0], [2.0, 2.0, 4.0, 8.0]]
+    assert iou.tolist() == pytest.approx([0.6] * 3) and cls_loss.tolist() == [2.0] * 3
+    sweep_swn_input(swn, samples._replace(reg_loss=torch.zeros(3, 4)), "reg_loss", t([4.0]))
+    assert swn.calls[-1][1].tolist() == [[1.0, 1.0, 1.0, 1.0]]  # all-zero medians: split equally
     with pytest.raises(ValueError, match="name must be one of"):
-        sweep_swn_input(swn_model.swn, samples, "loss", values)
+        sweep_swn_input(swn, samples, "loss", values)
 
 
 def test_input_sweeps(swn_model):
