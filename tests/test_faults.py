@@ -129,6 +129,7 @@ def test_kill_during_save_never_leaves_a_file_that_resume_picks(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".model_0000003.pth.")]
 
 
+@pytest.mark.upstream
 def test_kill_during_detectron2_save_leaves_a_truncated_checkpoint(tmp_path):
     """What the atomic saves prevent: with DetectionCheckpointer the same kills break --resume."""
     DetectionCheckpointer(_toy(), str(tmp_path)).save("model_final")
@@ -229,6 +230,7 @@ def test_resume_is_bit_identical_and_checkpoint_loads_weights_only(tmp_path, amp
     assert list(ckpt["trainer"]["model_ema"]) == [""] and list(ckpt["trainer"]["model_ema"][""]) == ["loss_normalizer"]
 
 
+@pytest.mark.upstream
 def test_detectron2_resume_is_not_identical(tmp_path):
     """The same with Detectron2's trainer and checkpointer: the data restart, the RNG and the EMA
     are not restored, so the weights differ (what the test above would catch)."""
