@@ -261,3 +261,67 @@ def test_trained_checkpoint_gives_identical_detections_in_stock_models():
         stock = instantiate(stock_cfg)
         stock.load_state_dict(method.state_dict(), strict=True)
         assert_same_detections(method, stock)
+
+
+def test_clean_anchors_retinanet_losses_on_a_hand_derived_case():
+    """One image, three anchors, one class, zero box deltas; every number below is derived by hand.
+
+    Ground truth [0, 0, 10, 16]. Anchor A0 [0, 0, 10, 10] (IoU 0.625, logit -ln 3: p 0.25) in one
+    top-N list; A1 [0, 0, 10, 20] (IoU 0.8, logit ln 3: p 0.75) in two; A2 background (logit -ln 3).
+    Pair multiplicity: means weight A1 twice. Soft labels (alpha 0.75; two positives): the floor
+    mean(loc) = (0.625 + 2 * 0.8) / 3 = 89/120 for the less clean A0 and 1 for A1. Weights:
+    f(loc) = (8/3, 5), mean 38/9; f(cls) = (4/3, 4), mean 28/9; r = 0.75 f_loc / 38/9 + 0.25 f_cls / 28/9
+    = (309/532, 1287/1064), count-weighted mean 1. Losses: soft focal (alpha 0.5, gamma 2) and L1 box
+    deltas (0, 0.3, 0, ln 1.6) and (0, -0.1, 0, ln 0.8), re-weighted, rescaled to their unweighted
+    sums, divided by the authors' normaliser max(1, 0.9 * 100 + 0.1 * 2) = 90.2.
+    """
+    import math
+
+    cfg = load_cfg("clean_anchors_retinanet_mnv2_fpn.py")
+    model = instantiate(cfg.model)
+    model.num_classes, model.smooth_l1_beta = 1, 0.0
+    assert (model.focal_loss_alpha, model.focal_loss_gamma, model.normalizer) == (0.5, 2.0, "ema_raw")
+    assert tuple(model.box2box_transform.weights) == (1.0, 1.0, 1.0, 1.0)
+    from detectron2.structures import Boxes
+
+    ln3 = math.log(3.0)
+    anchors = [Boxes(torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 20], [50, 50, 60, 60]]))]
+    gt = torch.tensor([[0.0, 0, 10, 16]] * 3)
+    logits = torch.tensor([[[-ln3], [ln3], [-ln3]]], requires_grad=True)  # (N=1, R=3, K=1)
+    deltas = torch.zeros(1, 3, 4, requires_grad=True)
+
+    def run(**switches):
+        for k, v in switches.items():
+            setattr(model.cleanliness, k, v)
+        model.loss_normalizer = 100.0  # Detectron2's initial value; one update: 0.9 * 100 + 0.1 * 2
+        logits.grad = deltas.grad = None
+        with EventStorage(0):
+            losses = model.losses(anchors, [logits], [torch.tensor([0, 0, 1])], [deltas], [gt], [torch.tensor([1, 2, 0])])
+        sum(losses.values()).backward()
+        return losses, logits.grad[0, :, 0].clone(), deltas.grad[0].clone()
+
+    s0 = 89 / 120
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731  softplus
+    focal = [
+        0.5 * s0 * 0.75 ** 2 * sp(ln3) + 0.5 * (1 - s0) * 0.25 ** 2 * sp(-ln3),  # A0: p 0.25, target s0
+        0.5 * 0.25 ** 2 * sp(-ln3),  # A1: p 0.75, target 1
+        0.5 * 0.25 ** 2 * sp(-ln3),  # A2: p 0.25, target 0
+    ]
+    box = [0.3 + math.log(1.6), 0.1 - math.log(0.8)]
+    r = [309 / 532, 1287 / 1064]
+    losses, grad_logits, grad_deltas = run()
+    assert losses["loss_cls"].item() == pytest.approx(sum(focal) / 90.2, rel=1e-6)
+    assert losses["loss_box_reg"].item() == pytest.approx(sum(box) / 90.2, rel=1e-6)
+
+    # the weights show in the gradients: each anchor's gradient is (rescale factor) x r x its
+    # gradient without re-weighting (same soft labels)
+    _, plain_logits, plain_deltas = run(reweighting=False)
+    cls_factor = sum(focal) / (r[0] * focal[0] + r[1] * focal[1] + focal[2])
+    box_factor = sum(box) / (r[0] * box[0] + r[1] * box[1])
+    expected = torch.tensor([cls_factor * r[0], cls_factor * r[1], cls_factor])
+    torch.testing.assert_close(grad_logits / plain_logits, expected, rtol=1e-5, atol=0)
+    # L1 on a zero prediction: d/d(delta) = -sign(target) / 90.2, times the factor and r
+    assert grad_deltas[0, 1].item() == pytest.approx(-box_factor * r[0] / 90.2, rel=1e-5)
+    assert grad_deltas[1, 3].item() == pytest.approx(box_factor * r[1] / 90.2, rel=1e-5)
+    assert plain_deltas[0, 1].item() == pytest.approx(-1 / 90.2, rel=1e-5)
+    assert grad_deltas[2].abs().sum() == 0 and grad_deltas[:, 0].abs().sum() == 0  # background; dx = 0
