@@ -441,3 +441,66 @@ def test_unknown_config_key_is_an_error_with_a_suggestion(tmp_path):
     )
     with pytest.raises(KeyError, match=r"'model.num_clases'.*does not exist.*Did you mean model.num_classes,"):
         train_net.main(args)
+
+
+# --- config values that would train silently wrong: checked when the model / trainer is built
+
+
+@pytest.mark.parametrize(
+    "config, override, message",
+    [
+        ("clean_anchors_retinanet_mnv2_fpn.py", "model.topn=0", r"topn \(model.topn\) must be a whole number >= 1, got 0"),
+        ("clean_anchors_retinanet_mnv2_fpn.py", "model.topn=-3", r"got -3"),
+        ("clean_anchors_rpn_mnv2_fpn.py", "model.proposal_generator.topn=0", r"model.proposal_generator.topn\) must be"),
+        ("clean_anchors_retinanet_mnv2_fpn.py", "model.cleanliness.gamma=0", r"gamma \(model.cleanliness.gamma\) must be > 0, got 0"),
+        ("clean_anchors_retinanet_mnv2_fpn.py", "model.cleanliness.gamma=-1.0", r"inverts the re-weighting"),
+        ("clean_anchors_retinanet_mnv2_fpn.py", "model.cleanliness.eps=0", r"eps \(model.cleanliness.eps\) must be in \(0, 1\)"),
+        ("swn_retinanet_mnv2_fpn.py", "model.weighting.lam=-0.5", r"lam \(model.weighting.lam.*must be >= 0, got -0.5"),
+        ("swn_retinanet_mnv2_fpn.py", "model.swn.clamp=-2.0", r"clamp \(model.swn.clamp.*must be > 0, or 0 / None for no clamp"),
+        ("swn_faster_rcnn_mnv2_fpn.py", "model.roi_heads.box_predictor.weighting.lam=-1", r"must be >= 0, got -1"),
+    ],
+)
+def test_nonsensical_method_settings_are_refused_naming_the_key(config, override, message):
+    cfg = load_synthetic_cfg(config, override)
+    with pytest.raises(ValueError, match=message):
+        instantiate(cfg.model)
+
+
+def test_topn_reaching_the_anchor_count_warns(caplog):
+    from clean_anchors.scores import CleanlinessConfig, match_candidates
+
+    gt = torch.tensor([[0.0, 0, 10, 10]])
+    anchors = torch.tensor([[0.0, 0, 10, 10], [0, 0, 20, 20], [5, 5, 15, 15]])
+    with caplog.at_level(logging.WARNING):
+        matched = match_candidates(gt, anchors, 3, CleanlinessConfig()).matched
+    assert (matched == 0).all()  # every anchor a candidate: no background
+    assert "topn=3 is at or above this image's 3 anchors" in caplog.text and "Lower model.topn" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_iter=0", r"train.max_iter=0: the number of training iterations must be a whole number >= 1"),
+        ("train.max_iter=-5", r"train.max_iter=-5"),
+        ("train.clip_grad.max_norm=0", r"train.clip_grad.max_norm=0: .*\(0 would stop learning"),
+        ("train.clip_grad.max_norm=-1.0", r"a negative bound reverses the gradient"),
+    ],
+)
+def test_nonsensical_training_settings_stop_before_anything_is_built(tmp_path, override, message):
+    out = tmp_path / "run"
+    args = default_argument_parser().parse_args(
+        ["--config-file", os.path.join(REPO_ROOT, "configs/Synthetic/retinanet_mnv2_fpn.py"),
+         override, f"train.output_dir={out}"]
+    )
+    with pytest.raises(ValueError, match=message):
+        train_net.main(args)
+    assert not out.exists()  # refused before default_setup writes anything
+
+
+def test_gradient_clipping_refuses_a_nonpositive_bound():
+    from detkit.engine import add_gradient_clipping
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    for bad in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="train.clip_grad.max_norm"):
+            add_gradient_clipping(opt, bad)

@@ -56,6 +56,12 @@ class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
         super().__init__(**kwargs)
         if assigner not in ("topn", "iou"):
             raise ValueError(f"CleanAnchorsRetinaNet: assigner must be 'topn' or 'iou', got {assigner!r}")
+        if isinstance(topn, bool) or not isinstance(topn, int) or topn < 1:
+            raise ValueError(
+                f"CleanAnchorsRetinaNet: topn (model.topn) must be a whole number >= 1, got {topn!r}: it is how many "
+                "anchors of highest IoU become each ground truth's candidates (positives); 0 would train "
+                "without any positive."
+            )
         if normalizer not in NORMALIZERS:
             raise ValueError(f"CleanAnchorsRetinaNet: normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
         self.topn = topn
