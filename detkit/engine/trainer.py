@@ -412,6 +412,13 @@ class CheckedAMPTrainer(_CheckedTrainerMixin, AMPTrainer):
         super().__init__(model, data_loader, optimizer, **kwargs)
         self._init_checks(checkpoint_dir, replay_data_on_resume)
         self._amp_device = next(_unwrap(model).parameters()).device.type
+        if self._amp_device == "cpu" and self.precision == torch.float16:
+            raise ValueError(
+                "CheckedAMPTrainer on the CPU with precision=torch.float16: float16 needs a working loss "
+                "scaler, which on the CPU is disabled without a word (gradients underflow to 0). Use "
+                "precision=torch.bfloat16 (and torch.amp.GradScaler('cpu')), or train in float32 "
+                "(train_net.py uses AMP only on CUDA)."
+            )
 
     def _autocast(self):
         return torch.autocast(device_type=self._amp_device, dtype=self.precision)

@@ -13,7 +13,7 @@ from detectron2.utils.logger import log_first_n
 from fvcore.nn import giou_loss, smooth_l1_loss
 from torch import Tensor
 
-from .cleanliness import MATCHING, TopNCandidates, rescale_to_sum, reweight, soft_labels, topn_candidates_by_chunks
+from .cleanliness import MATCHING, TopNCandidates, at_least_float32, rescale_to_sum, reweight, soft_labels, topn_candidates_by_chunks
 
 __all__ = [
     "CleanlinessConfig",
@@ -83,7 +83,9 @@ class CleanlinessConfig:
             )
 
     def combine(self, loss: Tensor, weights: Tensor) -> Tensor:
-        """Sum of ``weights * loss`` (per-sample losses), rescaled to the unweighted sum if asked."""
+        """Sum of ``weights * loss`` (per-sample losses), rescaled to the unweighted sum if asked; in
+        float32 whatever the losses' dtype (a half-precision sum of many losses overflows)."""
+        loss, weights = at_least_float32(loss, weights)
         weighted = loss * weights
         if self.rescale_losses:
             weighted = rescale_to_sum(weighted, loss)
