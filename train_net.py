@@ -47,6 +47,7 @@ from detkit.engine import (
     add_gradient_clipping,
     add_test_defaults,
     apply_overrides_strict,
+    check_train_settings,
     save_eval_results,
     select_device,
     write_provenance,
@@ -149,6 +150,8 @@ def do_train(args, cfg, device):
 def main(args):
     cfg = add_test_defaults(LazyConfig.load(args.config_file))  # so that test.* overrides exist
     cfg = apply_overrides_strict(cfg, args.opts)
+    if not args.eval_only:
+        check_train_settings(cfg)  # before anything is built or written
     default_setup(cfg, args)
     device = select_device(cfg.train.get("device", "cuda"))
     cfg.train.device = device

@@ -267,7 +267,7 @@ def _record(file_name, boxes, mode=BoxMode.XYWH_ABS, size=32, category_id=0, ima
 
 def test_boxes_are_clipped_and_degenerate_ones_dropped_with_one_warning(caplog):
     dicts = [
-        _record("ok.png", [(1, 1, 5, 5)]),
+        _record("ok.png", [(1.0, 1.0, 5.0, 5.0)]),  # float boxes inside the image: nothing to change
         _record("edge.png", [(20, 20, 30, 5), (-4, 2, 10, 10), (3, 3, 0, 9), (2, 2, 4, 4)], image_id=2),
         _record("xyxy.png", [(10, 10, 5, 20), (40, 40, 50, 50)], mode=BoxMode.XYXY_ABS, image_id=3),
     ]
@@ -441,3 +441,131 @@ def test_unknown_config_key_is_an_error_with_a_suggestion(tmp_path):
     )
     with pytest.raises(KeyError, match=r"'model.num_clases'.*does not exist.*Did you mean model.num_classes,"):
         train_net.main(args)
+
+
+# --- config values that would train silently wrong: checked when the model / trainer is built
+
+
+@pytest.mark.parametrize(
+    "config, override, message",
+    [
+        ("clean_anchors_retinanet_mnv2_fpn.py", "model.topn=0", r"topn \(model.topn\) must be a whole number >= 1, got 0"),
+        ("clean_anchors_retinanet_mnv2_fpn.py", "model.topn=-3", r"got -3"),
+        ("clean_anchors_rpn_mnv2_fpn.py", "model.proposal_generator.topn=0", r"model.proposal_generator.topn\) must be"),
+        ("clean_anchors_retinanet_mnv2_fpn.py", "model.cleanliness.gamma=0", r"gamma \(model.cleanliness.gamma\) must be > 0, got 0"),
+        ("clean_anchors_retinanet_mnv2_fpn.py", "model.cleanliness.gamma=-1.0", r"inverts the re-weighting"),
+        ("clean_anchors_retinanet_mnv2_fpn.py", "model.cleanliness.eps=0", r"eps \(model.cleanliness.eps\) must be in \(0, 1\)"),
+        ("swn_retinanet_mnv2_fpn.py", "model.weighting.lam=-0.5", r"lam \(model.weighting.lam.*must be >= 0, got -0.5"),
+        ("swn_retinanet_mnv2_fpn.py", "model.swn.clamp=-2.0", r"clamp \(model.swn.clamp.*must be > 0, or 0 / None for no clamp"),
+        ("swn_faster_rcnn_mnv2_fpn.py", "model.roi_heads.box_predictor.weighting.lam=-1", r"must be >= 0, got -1"),
+    ],
+)
+def test_nonsensical_method_settings_are_refused_naming_the_key(config, override, message):
+    cfg = load_synthetic_cfg(config, override)
+    with pytest.raises(ValueError, match=message):
+        instantiate(cfg.model)
+
+
+def test_topn_reaching_the_anchor_count_warns(caplog):
+    from clean_anchors.scores import CleanlinessConfig, match_candidates
+
+    gt = torch.tensor([[0.0, 0, 10, 10]])
+    anchors = torch.tensor([[0.0, 0, 10, 10], [0, 0, 20, 20], [5, 5, 15, 15]])
+    with caplog.at_level(logging.WARNING):
+        matched = match_candidates(gt, anchors, 3, CleanlinessConfig()).matched
+    assert (matched == 0).all()  # every anchor a candidate: no background
+    assert "topn=3 is at or above this image's 3 anchors" in caplog.text and "Lower model.topn" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_iter=0", r"train.max_iter=0: the number of training iterations must be a whole number >= 1"),
+        ("train.max_iter=-5", r"train.max_iter=-5"),
+        ("train.clip_grad.max_norm=0", r"train.clip_grad.max_norm=0: .*\(0 would stop learning"),
+        ("train.clip_grad.max_norm=-1.0", r"a negative bound reverses the gradient"),
+    ],
+)
+def test_nonsensical_training_settings_stop_before_anything_is_built(tmp_path, override, message):
+    out = tmp_path / "run"
+    args = default_argument_parser().parse_args(
+        ["--config-file", os.path.join(REPO_ROOT, "configs/Synthetic/retinanet_mnv2_fpn.py"),
+         override, f"train.output_dir={out}"]
+    )
+    with pytest.raises(ValueError, match=message):
+        train_net.main(args)
+    assert not out.exists()  # refused before default_setup writes anything
+
+
+def test_gradient_clipping_refuses_a_nonpositive_bound():
+    from detkit.engine import add_gradient_clipping
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    for bad in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="train.clip_grad.max_norm"):
+            add_gradient_clipping(opt, bad)
+
+
+# --- images the loader would read wrongly, and integer boxes
+
+
+def _mapper(**kwargs):
+    from detkit.data.mapper import DatasetMapper
+
+    return DatasetMapper(is_train=True, augmentations=kwargs.pop("augmentations", []), image_format="RGB",
+                         use_instance_mask=False, **kwargs)
+
+
+def _image_record(path, w, h, box=(2.0, 2.0, 10.0, 10.0)):
+    return {"file_name": str(path), "image_id": 7, "width": w, "height": h,
+            "annotations": [{"bbox": list(box), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}]}
+
+
+def test_16_bit_image_is_refused_not_clipped(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(path)
+    assert Image.open(path).mode.startswith("I")
+    with pytest.raises(DatasetError, match=r"deep.png \(image id 7\): a 16-bit image .* clip every value above 255"):
+        _mapper()(_image_record(path, 16, 16))
+    Image.fromarray(np.full((16, 16, 3), 200, dtype=np.uint8)).save(tmp_path / "ok.png")
+    assert _mapper()(_image_record(tmp_path / "ok.png", 16, 16))["image"].float().mean() == 200  # 8-bit: as before
+
+
+def test_exif_rotated_image_is_refused(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(path, exif=exif)
+    with pytest.raises(DatasetError, match=r"rotated.jpg \(image id 7\): EXIF orientation 6 .* leaves the annotated boxes"):
+        _mapper()(_image_record(path, 16, 16))
+
+
+def test_oversized_image_is_refused_naming_size_and_key(tmp_path):
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((10, 3000, 3), dtype=np.uint8)).save(path)
+    with pytest.raises(DatasetError, match=r"wide.png .*3000x10 pixels, more than this loader's max_image_size=2048 "
+                                           r"\(dataloader.train.mapper.max_image_size\)"):
+        _mapper(max_image_size=2048)(_image_record(path, 3000, 10))
+    assert _mapper()(_image_record(path, 3000, 10))["image"].shape == (3, 10, 3000)  # no limit: loads
+    cfg = load_synthetic_cfg("retinanet_mnv2_fpn.py")
+    assert cfg.dataloader.train.mapper.max_image_size == 2048  # the CPU configs' limit (tree crowns too)
+    with pytest.raises(ValueError, match="max_image_size"):
+        _mapper(max_image_size=0)
+
+
+def test_integer_boxes_become_floats_and_survive_a_resize(tmp_path):
+    import detectron2.data.transforms as T
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((1024, 1024, 3), dtype=np.uint8)).save(path)
+    record = _image_record(path, 1024, 1024, box=(100, 100, 200, 200))
+    record["annotations"].append({"bbox": [500, 500, 3, 3], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0})
+    (fixed,) = validate_dataset_dicts([record], "ints")
+    assert [a["bbox"] for a in fixed["annotations"]] == [[100.0, 100.0, 200.0, 200.0], [500.0, 500.0, 3.0, 3.0]]
+    assert all(type(v) is float for a in fixed["annotations"] for v in a["bbox"])
+    resize = [T.ResizeShortestEdge(128, max_size=128)]  # 1024 -> 128: x 1/8
+    boxes = _mapper(augmentations=resize)(fixed)["instances"].gt_boxes.tensor
+    torch.testing.assert_close(boxes, torch.tensor([[12.5, 12.5, 25.0, 25.0], [62.5, 62.5, 62.875, 62.875]]))
+    # what Detectron2 does with the integer box: truncated to [12, 12, 25, 25], the 3-px box to 0 px
+    truncated = _mapper(augmentations=resize)(record)["instances"].gt_boxes.tensor
+    assert truncated[0].tolist() == [12.0, 12.0, 25.0, 25.0]

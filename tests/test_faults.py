@@ -6,6 +6,7 @@ import fractions
 import io
 import json
 import logging
+import types
 import multiprocessing
 import os
 import re
@@ -556,3 +557,57 @@ def test_ddp_two_processes_two_images_equal_one_process_four_images(tmp_path, co
     for it in a:
         for term in terms:
             assert b[it][term] == pytest.approx(a[it][term], rel=1e-5, abs=1e-7), (it, term)
+
+
+# ------------------------------------------------------------------ disk full, "?" in paths, world size
+
+
+def test_disk_full_during_save_names_file_space_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import detkit.engine.checkpoint as checkpoint_module
+
+    SafeCheckpointer(_toy(), str(tmp_path)).save("model_0000001")
+    before = (tmp_path / "model_0000001.pth").read_bytes()
+
+    def full_disk(data, f):  # what torch.save raises when the disk fills up half-way
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    monkeypatch.setattr(checkpoint_module.shutil, "disk_usage", lambda p: types.SimpleNamespace(free=0, total=1, used=1))
+    with pytest.raises(CheckpointError, match=r"model_0000002.pth \(the disk is full\): RuntimeError: .*unexpected pos"
+                                              r".*0 MB free there; this checkpoint needs about 0 MB.*room for two"
+                                              r".*The previous checkpoint model_0000001.pth is intact"):
+        SafeCheckpointer(_toy(), str(tmp_path)).save("model_0000002")
+    monkeypatch.undo()
+    assert (tmp_path / "model_0000001.pth").read_bytes() == before
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]  # no temporary file left
+    ck, model = _resume(tmp_path)
+    assert _state_equal(model.state_dict(), _toy().state_dict())
+
+
+def test_question_mark_and_hash_in_output_dir_resume(tmp_path):
+    """Detectron2's checkpointer parses "?" as a URL query and cuts the path there."""
+    out = tmp_path / "run?lr=0.01#1"
+    ref = _toy_run(out.with_name("ref"), 7, seed=123)
+    _toy_run(out, 7, seed=123, crash_at=4)
+    resumed = _toy_run(out, 7, seed=5, resume=True)
+    assert _state_equal(ref.state_dict(), resumed.state_dict())
+
+
+def test_resume_with_another_world_size_warns(tmp_path, caplog):
+    _toy_run(tmp_path / "run", 7, seed=123, crash_at=4)
+    assert torch.load(tmp_path / "run" / "model_0000003.pth", weights_only=True)["trainer"]["world_size"] == 1
+    with caplog.at_level(logging.WARNING, logger="detkit.engine.trainer"):
+        _toy_run(tmp_path / "same", 3, seed=1, crash_at=2)
+        _toy_run(tmp_path / "same", 3, seed=1, resume=True)
+    assert "process(es)" not in caplog.text  # the same world size: no warning
+    # as if the interrupted run had used 2 processes (--num-gpus 2) and were resumed with one
+    path = tmp_path / "run" / "model_0000003.pth"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["trainer"]["world_size"] = 2
+    torch.save(ckpt, path)
+    with caplog.at_level(logging.WARNING, logger="detkit.engine.trainer"):
+        _toy_run(tmp_path / "run", 7, seed=5, resume=True)
+    assert "Resuming a run trained with 2 process(es) with 1" in caplog.text
+    assert "Resume with --num-gpus 2" in caplog.text

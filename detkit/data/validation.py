@@ -10,6 +10,9 @@ What Detectron2 does with bad annotations, and what this module does instead:
   and counted in the same warning: ONE warning per dataset, with the counts and an example file.
 * a non-finite coordinate, a bbox that is not 4 numbers, a missing or unsupported ``bbox_mode``: a
   :class:`~detkit.data.DatasetError` naming the file, the annotation index and the value.
+* integer box coordinates: Detectron2's resize transforms scale the box array in place, so an
+  integer array is truncated (``[100, 100, 200, 200]`` at 1024 -> 128 px becomes ``[12, 12, 37, 37]``,
+  a 3-px box vanishes). Here every box of the dicts is made of floats.
 * a class id outside ``0..len(thing_classes)-1``: Detectron2 stops with a bare
   ``AssertionError`` while printing its class histogram, or, when ids are not checked there, trains
   an id equal to the model's ``num_classes`` silently as background. Here it is a DatasetError
@@ -147,21 +150,27 @@ def validate_dataset_dicts(
     xyxy = boxes_to_xyxy(boxes, modes)
     clipped, degenerate = clip_boxes(xyxy, image_wh)
     was_clipped = (clipped != xyxy).any(axis=1) & ~degenerate
-    if not (was_clipped.any() or degenerate.any()):
+    # Integer coordinates would be truncated by Detectron2's resize transforms (they scale the box
+    # array in place): [100, 100, 200, 200] at 1024 -> 128 px becomes [12, 12, 37, 37]. Make them floats.
+    has_int = np.fromiter((not all(type(v) is float for v in a["bbox"]) for a in anns), dtype=bool, count=len(anns))
+    if not (was_clipped.any() or degenerate.any() or has_int.any()):
         return dataset_dicts
 
     new_boxes = np.where((modes == _XYWH_ABS)[:, None], _xyxy_to_xywh(clipped), clipped)
     out = list(dataset_dicts)
-    for i in np.unique(image_of[was_clipped | degenerate]):
+    for i in np.unique(image_of[was_clipped | degenerate | has_int]):
         ks = range(first_of_image[i], first_of_image[i] + counts[i])
         record = dict(dataset_dicts[i])
         record["annotations"] = [
-            dict(anns[k], bbox=new_boxes[k].tolist()) if was_clipped[k] else anns[k]
+            dict(anns[k], bbox=new_boxes[k].tolist()) if was_clipped[k]
+            else dict(anns[k], bbox=[float(v) for v in anns[k]["bbox"]]) if has_int[k]
+            else anns[k]
             for k in ks
             if not degenerate[k]
         ]
         out[i] = record
-    _warn_once(dataset_name, len(anns), anns, where, image_wh, was_clipped, degenerate, new_boxes)
+    if was_clipped.any() or degenerate.any():
+        _warn_once(dataset_name, len(anns), anns, where, image_wh, was_clipped, degenerate, new_boxes)
     return out
 
 

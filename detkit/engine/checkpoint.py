@@ -32,6 +32,8 @@ import glob
 import logging
 import os
 import pickle
+import shutil
+import tempfile
 import uuid
 from contextlib import contextmanager
 from typing import IO, Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
@@ -329,6 +331,54 @@ def load_report(
 # ----------------------------------------------------------------------------- the checkpointer
 
 
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a nested dict / list (the size of a checkpoint, roughly)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _save_failed_message(save_file: str, data: Dict[str, Any], error: Exception) -> str:
+    mb = 2 ** 20
+    need = _tensor_bytes(data)
+    try:
+        free = shutil.disk_usage(os.path.dirname(save_file)).free
+    except OSError:
+        free = None
+    last = os.path.join(os.path.dirname(save_file), "last_checkpoint")
+    previous = open(last).read().strip() if os.path.isfile(last) else None
+    space = (f"{free / mb:.0f} MB free there; this checkpoint needs about {need / mb:.0f} MB, and the atomic save "
+             "writes it next to the previous one before replacing it, so the folder needs room for two"
+             if free is not None else f"this checkpoint needs about {need / mb:.0f} MB")
+    full = free is not None and free < 2 * need
+    return (
+        f"Could not write the checkpoint {save_file}{' (the disk is full)' if full else ''}: "
+        f"{type(error).__name__}: {error}. {space}. "
+        + (f"The previous checkpoint {previous} is intact (last_checkpoint still names it). " if previous else "")
+        + "Free some space or set train.output_dir to another disk, then run again with --resume."
+    )
+
+
+@contextmanager
+def _url_safe_local_path(path: Optional[str]):
+    """``path``, or for a local file whose name holds "?" or "#" (which Detectron2's checkpointer
+    parses as a URL query / fragment and cuts off) a temporary link to it without them."""
+    if not path or not ("?" in path or "#" in path) or not os.path.isfile(path):
+        yield path
+        return
+    folder = tempfile.mkdtemp(prefix="detkit-checkpoint-")
+    link = os.path.join(folder, os.path.basename(path).replace("?", "_").replace("#", "_"))
+    try:
+        os.symlink(os.path.abspath(path), link)
+        yield link
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class SafeCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` with atomic saves, weights-only loading and mismatch errors (see
     the module docstring).
@@ -382,7 +432,10 @@ class SafeCheckpointer(DetectionCheckpointer):
             )
         self.logger.info(f"Saving checkpoint to {save_file}")
         os.makedirs(self.save_dir, exist_ok=True)
-        atomic_write(save_file, lambda f: torch.save(data, f))
+        try:
+            atomic_write(save_file, lambda f: torch.save(data, f))
+        except (OSError, RuntimeError) as e:  # disk full: OSError(ENOSPC), or torch's "unexpected pos"
+            raise CheckpointError(_save_failed_message(save_file, data, e)) from e
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
@@ -417,7 +470,8 @@ class SafeCheckpointer(DetectionCheckpointer):
             )
         self._loading = path
         try:
-            return super().load(path, checkpointables=checkpointables)
+            with _url_safe_local_path(path) as safe:
+                return super().load(safe, checkpointables=checkpointables)
         finally:
             self._loading = None
 

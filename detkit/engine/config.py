@@ -106,3 +106,21 @@ def add_test_defaults(cfg):
             raise KeyError(f"Config key 'test.{key}' is not a test option ({options}).{hint}")
     cfg.test = OmegaConf.merge(defaults, given)
     return cfg
+
+
+def check_train_settings(cfg) -> None:
+    """Refuse training settings that would run wrong without an error of their own, naming the key:
+    ``train.max_iter`` below 1 (0 divides by zero in the schedule, a negative value exits at once and
+    writes results of a model that never trained) and ``train.clip_grad.max_norm`` <= 0 when
+    clipping is enabled."""
+    from .optim import check_clip_max_norm
+
+    max_iter = cfg.train.get("max_iter", None)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(
+            f"train.max_iter={max_iter!r}: the number of training iterations must be a whole number >= 1. "
+            "To evaluate a checkpoint without training use --eval-only train.init_checkpoint=PATH."
+        )
+    clip = cfg.train.get("clip_grad", None)
+    if clip is not None and clip.get("enabled", False):
+        check_clip_max_norm(clip.get("max_norm", None))

@@ -1,6 +1,20 @@
+import math
+
 import torch
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
 from detectron2.utils.events import get_event_storage
+
+
+def check_clip_max_norm(max_norm) -> None:
+    """``train.clip_grad.max_norm`` must be a finite number > 0 (ValueError naming the key)."""
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not (
+        max_norm > 0 and math.isfinite(max_norm)
+    ):
+        raise ValueError(
+            f"train.clip_grad.max_norm={max_norm!r}: the gradient-norm bound must be a finite number > 0 "
+            "(0 would stop learning, a negative bound reverses the gradient). To train without clipping set "
+            "train.clip_grad.enabled=False."
+        )
 
 
 def add_gradient_clipping(optimizer: torch.optim.Optimizer, max_norm: float, norm_type: float = 2.0):
@@ -11,6 +25,7 @@ def add_gradient_clipping(optimizer: torch.optim.Optimizer, max_norm: float, nor
     the gradients before calling ``step``, so the norm is the true one. The norm before clipping is
     logged as ``grad_norm``.
     """
+    check_clip_max_norm(max_norm)
 
     def clip(params):
         norm = torch.nn.utils.clip_grad_norm_(list(params), max_norm, norm_type)

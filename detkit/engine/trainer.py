@@ -331,11 +331,13 @@ class _CheckedTrainerMixin:
         rng = self._rng_at_step_end if self._rng_at_step_end is not None else capture_rng_state()
         ret["rng"] = dict(rng_state_for_checkpoint(rng), rank=comm.get_rank())
         ret["model_ema"] = ema_state(self.model)
+        ret["world_size"] = comm.get_world_size()
         return ret
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
-        self._resume_state = {"rng": state_dict.get("rng"), "model_ema": state_dict.get("model_ema")}
+        self._resume_state = {"rng": state_dict.get("rng"), "model_ema": state_dict.get("model_ema"),
+                              "world_size": state_dict.get("world_size")}
 
     def train(self, start_iter: int, max_iter: int):
         if start_iter > 0:
@@ -343,6 +345,17 @@ class _CheckedTrainerMixin:
         return super().train(start_iter, max_iter)
 
     def _continue_at(self, start_iter: int) -> None:
+        saved_world = (self._resume_state or {}).get("world_size")
+        world = comm.get_world_size()
+        if saved_world is not None and saved_world != world:
+            logger.warning(
+                f"Resuming a run trained with {saved_world} process(es) with {world}: the images of each "
+                f"iteration's batch are split over {world} instead of {saved_world} processes (another data "
+                "order per process, other per-process random augmentations and RNG states), so the run does "
+                "not continue exactly as the interrupted one would have; its results are not bit-identical to "
+                f"an uninterrupted run. Resume with --num-gpus {saved_world} (and the same --num-machines) to "
+                "continue exactly."
+            )
         if self.replay_data_on_resume:
             t0 = time.perf_counter()
             for _ in range(start_iter):
@@ -350,7 +363,9 @@ class _CheckedTrainerMixin:
             logger.info(
                 f"Resuming at iteration {start_iter}: replayed the first {start_iter} batches of the "
                 f"training data in {time.perf_counter() - t0:.1f} s (no training), so that the data "
-                "order and augmentations continue where the interrupted run stopped."
+                + ("order and augmentations continue where the interrupted run stopped."
+                   if saved_world in (None, world) else
+                   f"stream skips as many batches, though split over {world} processes instead of {saved_world}.")
             )
         else:
             logger.warning(
@@ -397,6 +412,13 @@ class CheckedAMPTrainer(_CheckedTrainerMixin, AMPTrainer):
         super().__init__(model, data_loader, optimizer, **kwargs)
         self._init_checks(checkpoint_dir, replay_data_on_resume)
         self._amp_device = next(_unwrap(model).parameters()).device.type
+        if self._amp_device == "cpu" and self.precision == torch.float16:
+            raise ValueError(
+                "CheckedAMPTrainer on the CPU with precision=torch.float16: float16 needs a working loss "
+                "scaler, which on the CPU is disabled without a word (gradients underflow to 0). Use "
+                "precision=torch.bfloat16 (and torch.amp.GradScaler('cpu')), or train in float32 "
+                "(train_net.py uses AMP only on CUDA)."
+            )
 
     def _autocast(self):
         return torch.autocast(device_type=self._amp_device, dtype=self.precision)

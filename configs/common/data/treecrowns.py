@@ -27,6 +27,8 @@ dataloader.train = L(build_detection_train_loader)(
         ],
         image_format="RGB",
         use_instance_mask=False,
+        # no resize here (the tiles are 400x400): refuse an image a CPU step could not hold, naming it
+        max_image_size=2048,
     ),
     total_batch_size=4,
     num_workers=2,

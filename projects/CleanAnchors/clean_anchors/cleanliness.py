@@ -136,6 +136,12 @@ def topn_candidates_by_chunks(
     return TopNCandidates(torch.where(num_lists > 0, best_gt, best_gt.new_tensor(-1)), num_lists)
 
 
+def at_least_float32(*tensors: Tensor):
+    """The tensors in float32, or in float64 when they are; half-precision inputs (AMP) would
+    overflow or round the method's sums and 1 - eps to inf / 1."""
+    return tuple(t.to(torch.promote_types(t.dtype, torch.float32)) for t in tensors)
+
+
 def _mean(x: Tensor, counts: Optional[Tensor]) -> Tensor:
     """Mean of ``x`` where element i counts ``counts[i]`` times (plain mean for None)."""
     if counts is None:
@@ -170,6 +176,7 @@ def soft_labels(
     Returns:
         (P,) soft targets in [0, 1].
     """
+    loc_a, cls_c = at_least_float32(loc_a, cls_c)  # half precision: see reweight
     if mode == "paper":
         return alpha * loc_a + (1 - alpha) * cls_c
     if mode != "official":
@@ -206,6 +213,8 @@ def reweight(
     Returns:
         (P,) positive weights with mean 1 (weighted by ``counts``; empty in, empty out).
     """
+    # At least float32: in half precision 1 - eps rounds to 1 and f(1) is infinite.
+    loc_a, cls_c = at_least_float32(loc_a, cls_c)
     if loc_a.numel() == 0:
         return loc_a.clone()
 
@@ -240,5 +249,7 @@ def soft_focal_loss(logits: Tensor, soft_targets: Tensor, alpha: float = 0.5, ga
 def rescale_to_sum(weighted: Tensor, unweighted: Tensor, eps: float = 1e-12) -> Tensor:
     """Scale ``weighted`` losses so that their sum equals the sum of ``unweighted`` ones (the
     reference code keeps each loss's total unchanged by re-weighting). The factor is a constant."""
+    # at least float32: two half-precision sums of many losses overflow to inf / inf = NaN
+    weighted, unweighted = at_least_float32(weighted, unweighted)
     factor = unweighted.detach().sum() / weighted.detach().sum().clamp_min(eps)
     return weighted * factor

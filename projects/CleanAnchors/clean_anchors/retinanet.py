@@ -12,7 +12,7 @@ from fvcore.nn import sigmoid_focal_loss_jit
 from detkit.modeling.dense_labels import NORMALIZERS, dense_labels
 from detkit.modeling.loss_normalizer import GlobalLossNormalizer
 
-from .cleanliness import soft_focal_loss
+from .cleanliness import at_least_float32, soft_focal_loss
 from .scores import CleanlinessConfig, candidate_scores, log_cleanliness, match_candidates, per_anchor_box_loss
 
 __all__ = ["CleanAnchorsRetinaNet"]
@@ -56,6 +56,12 @@ class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
         super().__init__(**kwargs)
         if assigner not in ("topn", "iou"):
             raise ValueError(f"CleanAnchorsRetinaNet: assigner must be 'topn' or 'iou', got {assigner!r}")
+        if isinstance(topn, bool) or not isinstance(topn, int) or topn < 1:
+            raise ValueError(
+                f"CleanAnchorsRetinaNet: topn (model.topn) must be a whole number >= 1, got {topn!r}: it is how many "
+                "anchors of highest IoU become each ground truth's candidates (positives); 0 would train "
+                "without any positive."
+            )
         if normalizer not in NORMALIZERS:
             raise ValueError(f"CleanAnchorsRetinaNet: normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
         self.topn = topn
@@ -133,6 +139,9 @@ class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
             )
             return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}
 
+        # Under AMP the head's outputs are half precision: the soft targets, focal losses and their
+        # (re-weighted) sums are computed in float32 (no-ops in float32 training).
+        logits, targets = at_least_float32(logits, targets)
         deltas = cat(pred_anchor_deltas, dim=1)  # (N, R, 4)
         pos_anchors = Boxes.cat(anchors).tensor.expand(num_images, -1, -1)[pos_mask]  # (P, 4)
         pos_gt_boxes = torch.stack(gt_boxes)[pos_mask]  # (P, 4)

@@ -46,6 +46,12 @@ class CleanAnchorsRPN(RPN):
         super().__init__(**kwargs)
         if assigner not in ("topn", "iou"):
             raise ValueError(f"CleanAnchorsRPN: assigner must be 'topn' or 'iou', got {assigner!r}")
+        if isinstance(topn, bool) or not isinstance(topn, int) or topn < 1:
+            raise ValueError(
+                f"CleanAnchorsRPN: topn (model.proposal_generator.topn) must be a whole number >= 1, got {topn!r}: it is how many "
+                "anchors of highest IoU become each ground truth's candidates (positives); 0 would train "
+                "without any positive."
+            )
         self.topn = topn
         self.assigner = assigner
         self.cleanliness = cleanliness if cleanliness is not None else CleanlinessConfig(multiplicity="anchors")

@@ -1,5 +1,6 @@
 """Cleanliness scores of a batch's candidate anchors, from the detector's own predictions, and the
 switches that choose between the paper's and the reference code's readings."""
+import logging
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -8,10 +9,11 @@ from detectron2.layers import ciou_loss, diou_loss
 from detectron2.structures import Boxes, pairwise_iou
 from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
+from detectron2.utils.logger import log_first_n
 from fvcore.nn import giou_loss, smooth_l1_loss
 from torch import Tensor
 
-from .cleanliness import MATCHING, TopNCandidates, rescale_to_sum, reweight, soft_labels, topn_candidates_by_chunks
+from .cleanliness import MATCHING, TopNCandidates, at_least_float32, rescale_to_sum, reweight, soft_labels, topn_candidates_by_chunks
 
 __all__ = [
     "CleanlinessConfig",
@@ -68,9 +70,22 @@ class CleanlinessConfig:
             raise ValueError(f"CleanlinessConfig.statistics must be 'image' or 'batch', got {self.statistics!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"CleanlinessConfig.alpha must be in [0, 1], got {self.alpha}")
+        if not self.gamma > 0:  # also NaN
+            raise ValueError(
+                f"CleanlinessConfig.gamma (model.cleanliness.gamma) must be > 0, got {self.gamma}: a negative "
+                "exponent inverts the re-weighting (the cleanest anchors would get the smallest weights), 0 "
+                "makes every weight 1. The authors' code uses 1.0."
+            )
+        if not 0.0 < self.eps < 1.0:
+            raise ValueError(
+                f"CleanlinessConfig.eps (model.cleanliness.eps) must be in (0, 1), got {self.eps}: it bounds "
+                "f(x) = 1 / (1 - x) at x = 1 - eps (1e-6 by default); 0 lets a perfect IoU give an infinite weight."
+            )
 
     def combine(self, loss: Tensor, weights: Tensor) -> Tensor:
-        """Sum of ``weights * loss`` (per-sample losses), rescaled to the unweighted sum if asked."""
+        """Sum of ``weights * loss`` (per-sample losses), rescaled to the unweighted sum if asked; in
+        float32 whatever the losses' dtype (a half-precision sum of many losses overflows)."""
+        loss, weights = at_least_float32(loss, weights)
         weighted = loss * weights
         if self.rescale_losses:
             weighted = rescale_to_sum(weighted, loss)
@@ -125,7 +140,16 @@ def candidate_scores(
 
 def match_candidates(gt_boxes: Tensor, anchors: Tensor, topn: int, cfg: CleanlinessConfig) -> TopNCandidates:
     """The top-N candidates of one image as training makes them (chunked over ground truths, with
-    ``cfg.matching``): ``gt_boxes`` (G, 4), ``anchors`` (A, 4) -> :class:`TopNCandidates`."""
+    ``cfg.matching``): ``gt_boxes`` (G, 4), ``anchors`` (A, 4) -> :class:`TopNCandidates`. Warns
+    (once) when ``topn`` reaches the anchor count: every anchor is then a candidate, none background."""
+    if len(gt_boxes) > 0 and topn >= anchors.shape[0]:
+        log_first_n(
+            logging.WARNING,
+            f"CleanAnchors: topn={topn} is at or above this image's {anchors.shape[0]} anchors: every anchor is a "
+            "candidate of some ground truth and none is background, so the classifier never sees a negative. "
+            "Lower model.topn (the authors use 30 for RetinaNet's ~100k anchors at 800 px).",
+            n=1,
+        )
     return topn_candidates_by_chunks(gt_boxes, anchors, topn, box_pairwise_iou, matching=cfg.matching)
 
 

@@ -150,6 +150,12 @@ class SampleWeightingNetwork(nn.Module):
         super().__init__()
         if num_tasks not in (2, 3):
             raise ValueError(f"SampleWeightingNetwork: num_tasks must be 2 or 3, got {num_tasks}")
+        if clamp is not None and not float(clamp) >= 0:
+            raise ValueError(
+                f"SampleWeightingNetwork: clamp (model.swn.clamp, or ...box_predictor.swn.clamp) must be > 0, or "
+                f"0 / None for no clamp, got {clamp}: m is clamped to [-clamp, clamp], and a negative bound "
+                "fixes every m at one value and stops the SWN's gradient. The reference code uses 2.0."
+            )
         self.num_tasks = num_tasks
         self.shared_head = shared_head
         self.clamp = float(clamp) if clamp else None

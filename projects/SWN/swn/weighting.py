@@ -49,6 +49,12 @@ class SWNWeighting:
     detach_inputs: str = "all"
 
     def __post_init__(self):
+        if not self.lam >= 0:  # also NaN
+            raise ValueError(
+                f"SWNWeighting.lam (model.weighting.lam, or ...box_predictor.weighting.lam) must be >= 0, got "
+                f"{self.lam}: the regulariser lam * m keeps the learned weights exp(-m) from growing without "
+                "bound; a negative lam rewards large weights. The paper and code use 0.5."
+            )
         if self.samples not in ("all", "valid"):
             raise ValueError(f"SWNWeighting.samples must be 'all' or 'valid', got {self.samples!r}")
         if self.detach_inputs not in ("all", "losses"):
