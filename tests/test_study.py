@@ -223,6 +223,9 @@ def test_refuses_a_folder_in_which_an_earlier_run_still_trains(tmp_path):
     # a stand-in process whose command line looks like the run's train_net.py
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "train_net.py", spec.output_dir])
     try:
+        deadline = time.time() + 30  # until the child has exec'd (its command line is no longer ours)
+        while time.time() < deadline and b"train_net.py" not in open(f"/proc/{proc.pid}/cmdline", "rb").read():
+            time.sleep(0.05)
         with open(os.path.join(spec.output_dir, PID_FILE), "w") as f:
             f.write(str(proc.pid))
         with pytest.raises(StudyError, match=rf"pid {proc.pid}\) still trains in"):
