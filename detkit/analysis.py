@@ -18,7 +18,7 @@ from detectron2.data import DatasetCatalog
 from .data.mapper import DatasetMapper
 from .engine import apply_overrides_strict, select_device
 
-__all__ = ["load_config", "load_model", "annotated_inputs", "batches"]
+__all__ = ["load_config", "load_model", "annotated_inputs", "batches", "dense_head_outputs"]
 
 
 class _RecordingCheckpointer(DetectionCheckpointer):
@@ -104,3 +104,18 @@ def batches(items: Sequence, batch_size: int):
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+
+
+def dense_head_outputs(model, batched_inputs: List[Dict]):
+    """What a Detectron2 ``DenseDetector`` (RetinaNet) hands its ``forward_training`` on a batch with
+    ground truth, for recomputing its training quantities: ``(anchors, pred_logits, pred_deltas,
+    gt_instances)``: list[Boxes] per level, lists of (N, Hi*Wi*A, K) and (N, Hi*Wi*A, 4) per level,
+    list[Instances] on the model's device."""
+    if any("instances" not in x for x in batched_inputs):
+        raise ValueError("every input needs its ground truth under 'instances'")
+    images = model.preprocess_image(batched_inputs)
+    features = model.backbone(images.tensor)
+    features = [features[f] for f in model.head_in_features]
+    pred_logits, pred_deltas = model._transpose_dense_predictions(model.head(features), [model.num_classes, 4])
+    gt_instances = [x["instances"].to(model.device) for x in batched_inputs]
+    return model.anchor_generator(features), pred_logits, pred_deltas, gt_instances

@@ -301,21 +301,21 @@ def test_fast_rcnn_background_rois_have_probability_input_zero():
     model = instantiate(cfg.model)
     predictor = model.roi_heads.box_predictor
     captured = {}
-    original = predictor.per_roi_losses
+    original = predictor.training_samples
 
-    def capture(predictions, proposals):
+    def capture(predictions, proposals, mask_loss=None):
         captured["scores"] = predictions[0].detach()
         captured["gt"] = torch.cat([p.gt_classes for p in proposals])
-        captured["per_roi"] = original(predictions, proposals)
-        return captured["per_roi"]
+        captured["samples"] = original(predictions, proposals, mask_loss)
+        return captured["samples"]
 
-    predictor.per_roi_losses = capture
+    predictor.training_samples = capture
     with EventStorage(0):
         model(synthetic_batch(2))
-    per_roi, gt = captured["per_roi"], captured["gt"]
+    per_roi, gt = captured["samples"].inputs._asdict(), captured["gt"]
     fg = gt < predictor.num_classes
     assert fg.any() and (~fg).any()
     assert torch.equal(per_roi["prob"][~fg], torch.zeros(int((~fg).sum())))
     expected = captured["scores"].softmax(dim=1)[fg].gather(1, gt[fg, None]).squeeze(1)
     torch.testing.assert_close(per_roi["prob"][fg], expected)
-    assert (per_roi["iou"][~fg] == 0).all() and (per_roi["reg_inputs"][~fg] == 0).all()
+    assert (per_roi["iou"][~fg] == 0).all() and (per_roi["reg_loss"][~fg] == 0).all()

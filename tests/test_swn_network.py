@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from swn.loss import average_m, regulariser_groups, sample_weights, swn_regulariser, uncertainty_weighted_loss
+from swn.loss import average_m, sample_weights, swn_regulariser, weighted_sum
+from swn.weighting import SWNWeighting
 from swn.network import SampleWeightingNetwork, relu_mlp_of_scalar
 
 LN2 = math.log(2.0)
@@ -102,7 +103,7 @@ def test_inputs_are_detached(num_tasks):
     assert _last_linears(net)[0].bias.grad.abs().sum() > 0
 
     # Through the weighted loss the detector gets exactly w(m) * dL/dx and nothing via m.
-    weighted, _ = uncertainty_weighted_loss(loss_cls, m[:, 0])
+    weighted = weighted_sum(loss_cls, sample_weights(m[:, 0]))
     weighted.backward()
     torch.testing.assert_close(detector.grad, 2.0 * torch.exp(-m[:, 0].detach()))
 
@@ -139,27 +140,34 @@ def test_sample_weights_forms():
         sample_weights(m, "exp(-3m)")
 
 
+def _uncertainty_weighted(loss, m, lam=0.5, form="exp(-m)"):
+    """One task through the API the heads use: weights of per-sample m ("none": no averaging)."""
+    pos = torch.ones(m.shape[0], dtype=torch.bool)
+    w = SWNWeighting(lam=lam, form=form, cls_average="none", weight_reg=False)
+    weights = w.weights(torch.stack([m, torch.zeros_like(m)], dim=1), pos, loss, loss)
+    return weighted_sum(loss, weights.cls), w.regulariser(weights, pos)
+
+
 def test_uncertainty_weighted_loss_hand_computed():
     loss = torch.tensor([2.0, 4.0, 6.0])
     m = torch.tensor([0.0, LN2, LN2])
     # exp(-m) = [1, .5, .5] -> 2 + 2 + 3 = 7; regulariser 0.5 * (2 ln2 / 3) = ln2 / 3
-    weighted, reg = uncertainty_weighted_loss(loss, m)
+    weighted, reg = _uncertainty_weighted(loss, m)
     torch.testing.assert_close(weighted, torch.tensor(7.0))
     torch.testing.assert_close(reg, torch.tensor(LN2 / 3))
     # exp(-2m) = [1, .25, .25] -> 2 + 1 + 1.5 = 4.5; lam 1 -> regulariser 2 ln2 / 3
-    weighted, reg = uncertainty_weighted_loss(loss, m, lam=1.0, form="exp(-2m)")
+    weighted, reg = _uncertainty_weighted(loss, m, lam=1.0, form="exp(-2m)")
     torch.testing.assert_close(weighted, torch.tensor(4.5))
     torch.testing.assert_close(reg, torch.tensor(2 * LN2 / 3))
     # (S, 4) per-coordinate loss: row sums [4, 8] weighted [1, .5] -> 4 + 4 = 8
-    weighted, _ = uncertainty_weighted_loss(torch.tensor([[1.0] * 4, [2.0] * 4]), m[:2])
-    torch.testing.assert_close(weighted, torch.tensor(8.0))
+    torch.testing.assert_close(weighted_sum(torch.tensor([[1.0] * 4, [2.0] * 4]), sample_weights(m[:2])), torch.tensor(8.0))
     with pytest.raises(ValueError, match="expected"):
-        uncertainty_weighted_loss(loss, m[:2])
+        weighted_sum(loss, m[:2])
 
 
 def test_uncertainty_weighted_loss_empty():
     m = torch.zeros(0, requires_grad=True)
-    weighted, reg = uncertainty_weighted_loss(torch.zeros(0), m)
+    weighted, reg = _uncertainty_weighted(torch.zeros(0), m)
     assert weighted.item() == 0.0 and reg.item() == 0.0
     (weighted + reg).backward()
     assert m.grad.shape == (0,)
@@ -168,7 +176,7 @@ def test_uncertainty_weighted_loss_empty():
 def test_uncertainty_weighted_loss_gradient():
     # d/dm [exp(-m) L + 0.5 m / S] at m = 0, L = [2, 4], S = 2: -L + 0.25 = [-1.75, -3.75]
     m = torch.zeros(2, requires_grad=True)
-    weighted, reg = uncertainty_weighted_loss(torch.tensor([2.0, 4.0]), m)
+    weighted, reg = _uncertainty_weighted(torch.tensor([2.0, 4.0]), m)
     (weighted + reg).backward()
     torch.testing.assert_close(m.grad, torch.tensor([-1.75, -3.75]))
 
@@ -221,24 +229,33 @@ def _m(num_tasks):
     return m[:, :num_tasks].clone().requires_grad_()
 
 
+def _regulariser(m, pos, cls_average, lam=0.5):
+    """SWNWeighting.regulariser of an (S, T) network output, as the heads compute it."""
+    w = SWNWeighting(cls_average=cls_average, lam=lam)
+    mask_loss = m.new_zeros(int(pos.sum())) if m.shape[1] == 3 else None
+    return w.regulariser(w.weights(m, pos, m[:, 0], m[pos, 1], mask_loss), pos)
+
+
 def test_regulariser_hand_computed():
     # dense: 0.5 * mean(1, 2, 3, 6) + 0.5 * mean(0.5, 0.7) = 0.5 * (3 + 0.6) = 1.8
-    torch.testing.assert_close(swn_regulariser(regulariser_groups(_m(2), POS, "all")), torch.tensor(1.8))
+    torch.testing.assert_close(_regulariser(_m(2), POS, "all"), torch.tensor(1.8))
     # RoI: 0.5 * (mean_pos cls 2 + mean_neg cls 4 + mean_pos reg 0.6) = 3.3
-    torch.testing.assert_close(swn_regulariser(regulariser_groups(_m(2), POS, "pos_neg")), torch.tensor(3.3))
+    torch.testing.assert_close(_regulariser(_m(2), POS, "pos_neg"), torch.tensor(3.3))
     # Mask R-CNN adds 0.5 * mean_pos mask (0.2, 0.4) = 0.15 -> 3.45
-    torch.testing.assert_close(swn_regulariser(regulariser_groups(_m(3), POS, "pos_neg")), torch.tensor(3.45))
+    torch.testing.assert_close(_regulariser(_m(3), POS, "pos_neg"), torch.tensor(3.45))
     # hand-built groups, lam = 1: mean(1, 3) + mean(9) = 11
     torch.testing.assert_close(swn_regulariser([M_CLS[POS], torch.tensor([9.0])], lam=1.0), torch.tensor(11.0))
     with pytest.raises(ValueError, match="group"):
         swn_regulariser([])
-    with pytest.raises(ValueError, match="cls_rule"):
-        regulariser_groups(_m(2), POS, "neg")
+    # per-sample m_cls ("none") is regularised over all samples, as "all": 1.8
+    torch.testing.assert_close(_regulariser(_m(2), POS, "none"), torch.tensor(1.8))
+    with pytest.raises(ValueError, match="cls_average"):
+        SWNWeighting(cls_average="neg")
 
 
 def test_regulariser_without_positives():
     m = _m(3)
-    reg = swn_regulariser(regulariser_groups(m, torch.zeros(4, dtype=torch.bool), "pos_neg"))
+    reg = _regulariser(m, torch.zeros(4, dtype=torch.bool), "pos_neg")
     # only the negative m_cls group is non-empty: 0.5 * mean(1, 2, 3, 6) = 1.5
     torch.testing.assert_close(reg, torch.tensor(1.5))
     reg.backward()
@@ -294,7 +311,7 @@ def test_fast_path_equals_the_plain_evaluation(num_tasks, shared_head, trained, 
     """Dense-head inputs (95 % negatives: regression loss, IoU, prob, mask loss all 0; some
     classification losses exactly 0): the same m and gradients with and without the fast path,
     at initialisation (zero biases: the ReLU kinks sit at 0) and with trained-like weights."""
-    import swn.network
+    import swn.fast_path
 
     torch.manual_seed(0)
     net = SampleWeightingNetwork(num_tasks=num_tasks, shared_head=shared_head, init_std=0.3 if trained else 1e-4)
@@ -313,9 +330,9 @@ def test_fast_path_equals_the_plain_evaluation(num_tasks, shared_head, trained, 
     params = list(net.parameters())
 
     calls = []
-    original = swn.network.relu_mlp_of_scalar
+    original = swn.fast_path.relu_mlp_of_scalar
     monkeypatch.setattr(
-        swn.network, "relu_mlp_of_scalar", lambda *a, **k: calls.append(original(*a, **k)) or calls[-1]
+        swn.fast_path, "relu_mlp_of_scalar", lambda *a, **k: calls.append(original(*a, **k)) or calls[-1]
     )
     net.fast_path = True
     fast = _values_and_grads(lambda: net(*inputs), params, upstream)
@@ -332,7 +349,7 @@ def test_fast_path_equals_the_plain_evaluation(num_tasks, shared_head, trained, 
 def test_fast_path_falls_back_when_most_samples_are_positives(monkeypatch):
     """The fast path is taken when at least half the samples are negatives (inputs besides the
     classification loss all 0), and skipped otherwise; both give the plain result."""
-    import swn.network as network
+    import swn.fast_path as network
 
     calls = []
 

@@ -16,7 +16,7 @@ from clean_anchors.plots import anchors_figure, candidates_in_region, candidates
 from detkit.analysis import annotated_inputs, load_model
 from detkit.visualization import assign_bins, bin_labels, save_figure, share_by_bin
 from model_utils import load_synthetic_cfg, synthetic_batch, train_steps
-from swn.analysis import SWNSamples, collect_positive_samples, positive_samples, swn_inputs, swn_outputs, sweep_swn_input
+from swn.analysis import SWNSamples, collect_positive_samples, positive_samples, swn_samples, sweep_swn_input
 from swn.loss import sample_weights
 from swn.plots import DEFAULT_IOU_EDGES, input_sweeps, loss_share_by_iou
 
@@ -159,14 +159,15 @@ def test_anchor_figures(clean_anchors_model, tmp_path):
 def test_swn_inputs_and_weights_reproduce_the_training_losses(swn_model):
     model = swn_model.train()
     batch = synthetic_batch(2)
-    inputs = swn_inputs(model, batch)
-    outputs = swn_outputs(model, inputs)
+    with torch.no_grad():
+        samples = swn_samples(model, batch)
+    inputs, m, weights = samples.inputs, samples.m, samples.weights
     num_valid, num_pos = len(inputs.cls_loss), int(inputs.pos.sum())
-    assert inputs.reg_loss.shape == (num_valid, 4) and outputs.m.shape == (num_valid, 2)
-    assert outputs.reg_weight.shape == (num_pos,) and num_pos > 0
+    assert inputs.reg_loss.shape == (num_valid, 4) and m.shape == (num_valid, 2)
+    assert weights.reg.shape == (num_pos,) and num_pos > 0
     assert (inputs.iou[~inputs.pos] == 0).all() and (inputs.reg_loss[~inputs.pos] == 0).all()
     # m_cls averaged over all anchors: one classification weight for the batch
-    assert torch.allclose(outputs.cls_weight, outputs.cls_weight[0].expand(num_valid))
+    assert torch.allclose(weights.cls, weights.cls[0].expand(num_valid))
 
     # the SWN sees exactly these inputs in training ...
     seen = {}
@@ -179,12 +180,12 @@ def test_swn_inputs_and_weights_reproduce_the_training_losses(swn_model):
         hook.remove()
     for mine, theirs in zip((inputs.cls_loss, inputs.reg_loss, inputs.iou, inputs.prob), seen["args"]):
         torch.testing.assert_close(mine, theirs.detach(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(outputs.m, seen["out"].detach(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(m, seen["out"].detach(), rtol=1e-4, atol=1e-6)
     # ... and the losses are these weights times these losses
     pos = inputs.pos
-    torch.testing.assert_close((outputs.cls_weight * inputs.cls_loss).sum() / normalizer,
+    torch.testing.assert_close((weights.cls * inputs.cls_loss).sum() / normalizer,
                                losses["loss_cls"].detach(), rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close((outputs.reg_weight[:, None] * inputs.reg_loss[pos]).sum() / normalizer,
+    torch.testing.assert_close((weights.reg[:, None] * inputs.reg_loss[pos]).sum() / normalizer,
                                losses["loss_box_reg"].detach(), rtol=1e-5, atol=1e-7)
 
 
@@ -207,8 +208,7 @@ def test_collect_positive_samples(swn_model):
     assert (bins >= 0).all() and np.bincount(bins, minlength=6).sum() == num
     assert loss_share_by_iou(samples).sum() == pytest.approx(100.0)
     # one batch's rows are exactly positive_samples of that batch
-    inputs = swn_inputs(swn_model, batch[:2])
-    first = positive_samples(swn_model, inputs, swn_outputs(swn_model, inputs))
+    first = positive_samples(swn_model, swn_samples(swn_model, batch[:2]))
     assert torch.equal(first.cls_loss, samples.cls_loss[: len(first.cls_loss)])
 
 

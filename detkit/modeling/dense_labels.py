@@ -21,11 +21,27 @@ class DenseLabels(NamedTuple):
 NORMALIZERS = ("ema", "ema_raw", "batch")
 
 
-def dense_labels(
-    model, gt_labels: List[Tensor], num_classes: int, dtype=torch.float32, normalizer: str = "ema"
-) -> DenseLabels:
-    """``RetinaNet.losses``' preamble: stack the per-image labels, build the masks and one-hot
-    targets, log ``num_pos_anchors`` and compute the loss normaliser from the positive count ``P``.
+class DenseTargets(NamedTuple):
+    labels: Tensor  # (N, R) in {-1 (ignore), 0..K-1, K (background)}
+    valid_mask: Tensor  # (N, R) bool, not ignored
+    pos_mask: Tensor  # (N, R) bool, foreground
+    targets: Tensor  # (N, R, K) one-hot classification targets (0 rows for background / ignored)
+
+
+def dense_targets(gt_labels: List[Tensor], num_classes: int, dtype=torch.float32) -> DenseTargets:
+    """The per-image labels (``label_anchors``' first output) stacked, with their masks and one-hot
+    targets, as ``RetinaNet.losses`` makes them; no side effect."""
+    labels = torch.stack(gt_labels)
+    valid_mask = labels >= 0
+    pos_mask = valid_mask & (labels != num_classes)
+    targets = F.one_hot(labels.clamp(min=0), num_classes=num_classes + 1)[..., :-1].to(dtype)
+    return DenseTargets(labels, valid_mask, pos_mask, targets)
+
+
+def loss_normalizer(model, pos_mask: Tensor, normalizer: str = "ema") -> float:
+    """What a dense head's loss sums are divided by, from the positive count ``P`` of ``pos_mask``
+    (N, R); logs ``num_pos_anchors`` and updates the model's EMA (the side effects of
+    ``RetinaNet.losses``' preamble).
 
     Args:
         normalizer: ``"ema"`` (stock RetinaNet, exactly): the EMA (initial 100, momentum 0.9, state
@@ -37,21 +53,22 @@ def dense_labels(
             (it then returns the all-process EMA divided among the processes); ``"batch"`` sums
             over processes with it too.
     """
-    num_images = len(gt_labels)
-    labels = torch.stack(gt_labels)
-    valid_mask = labels >= 0
-    pos_mask = valid_mask & (labels != num_classes)
     num_pos = pos_mask.sum().item()
-    get_event_storage().put_scalar("num_pos_anchors", num_pos / num_images)
+    get_event_storage().put_scalar("num_pos_anchors", num_pos / pos_mask.shape[0])
     shared_by = comm.get_world_size() if getattr(model, "global_loss_normalizer", False) else 1
     if normalizer == "ema":
-        value = model._ema_update("loss_normalizer", max(num_pos, 1), 100)
-    elif normalizer == "ema_raw":  # max(1, E) / W == max(1 / W, E / W), E / W what _ema_update returns
-        value = max(model._ema_update("loss_normalizer", num_pos, 100), 1.0 / shared_by)
-    elif normalizer == "batch":
+        return model._ema_update("loss_normalizer", max(num_pos, 1), 100)
+    if normalizer == "ema_raw":  # max(1, E) / W == max(1 / W, E / W), E / W what _ema_update returns
+        return max(model._ema_update("loss_normalizer", num_pos, 100), 1.0 / shared_by)
+    if normalizer == "batch":
         count = float(pos_mask.sum(dim=1).clamp(min=1).sum().item())
-        value = (sum_over_processes(count, labels.device) if shared_by > 1 else count) / shared_by
-    else:
-        raise ValueError(f"dense_labels: normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
-    targets = F.one_hot(labels.clamp(min=0), num_classes=num_classes + 1)[..., :-1].to(dtype)
-    return DenseLabels(labels, valid_mask, pos_mask, targets, value)
+        return (sum_over_processes(count, pos_mask.device) if shared_by > 1 else count) / shared_by
+    raise ValueError(f"loss_normalizer: normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
+
+
+def dense_labels(
+    model, gt_labels: List[Tensor], num_classes: int, dtype=torch.float32, normalizer: str = "ema"
+) -> DenseLabels:
+    """``RetinaNet.losses``' preamble: :func:`dense_targets` and :func:`loss_normalizer`."""
+    t = dense_targets(gt_labels, num_classes, dtype)
+    return DenseLabels(*t, loss_normalizer(model, t.pos_mask, normalizer))

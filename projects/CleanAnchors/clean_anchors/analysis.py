@@ -3,21 +3,21 @@
 
 Cleanliness is computed from a RetinaNet's own outputs, so any RetinaNet checkpoint works, also a
 stock one; the candidates, soft labels and weights are those :class:`CleanAnchorsRetinaNet` would
-train this model with, computed by the same functions in the same way (``topn_candidates`` on the
-anchor/GT IoU as in ``label_candidates`` (``match_candidates``), then ``candidate_scores`` as in
-``losses``, with the same top-N list multiplicities).
+train this model with, computed by the functions its training calls (``label_candidates``, then
+``clean_anchors_samples``, the per-anchor quantities its ``losses`` reduce).
 """
 from typing import Dict, List, NamedTuple, Tuple
 
 import torch
-from detectron2.layers import cat
 from detectron2.modeling.meta_arch import RetinaNet
-from detectron2.structures import Boxes, pairwise_iou
+from detectron2.structures import Boxes
 from detectron2.structures.boxes import matched_pairwise_iou
 from torch import Tensor
 
-from .retinanet import CleanAnchorsRetinaNet
-from .scores import CleanlinessConfig, candidate_scores, match_candidates
+from detkit.analysis import dense_head_outputs
+
+from .retinanet import CandidateLabels, CleanAnchorsRetinaNet, clean_anchors_samples, label_candidates
+from .scores import CleanlinessConfig
 
 __all__ = ["CandidateAnchors", "cleanliness_settings", "candidate_anchors"]
 
@@ -61,12 +61,14 @@ def candidate_anchors(
         model: a Detectron2 ``RetinaNet`` (stock or a subclass), in eval mode or not.
         batched_inputs: model inputs with ``"instances"`` (ground truth), as in training.
         topn, assigner, cleanliness: default :func:`cleanliness_settings` of ``model``.
-            ``assigner="topn"``: the ``topn`` highest-IoU anchors of each ground truth;
-            ``"iou"``: the anchors ``model.anchor_matcher`` labels foreground.
+            ``assigner="topn"``: the ``topn`` highest-IoU anchors of each ground truth
+            (:func:`label_candidates`); ``"iou"``: the anchors ``model.label_anchors`` labels
+            foreground.
 
     Returns:
-        :class:`CandidateAnchors` of all candidates of the batch, in (image, anchor) order as in
-        ``CleanAnchorsRetinaNet.losses``; soft labels and weights are per-image statistics unless
+        :class:`CandidateAnchors` of all candidates of the batch, in (image, anchor) order, from
+        :func:`clean_anchors_samples`, the per-anchor quantities ``CleanAnchorsRetinaNet.losses``
+        reduces; soft labels and weights are per-image statistics unless
         ``cleanliness.statistics == "batch"``.
     """
     if not isinstance(model, RetinaNet):
@@ -77,66 +79,33 @@ def candidate_anchors(
     cleanliness = default_cfg if cleanliness is None else cleanliness
     if assigner not in ("topn", "iou"):
         raise ValueError(f"candidate_anchors: assigner must be 'topn' or 'iou', got {assigner!r}")
-    if any("instances" not in x for x in batched_inputs):
-        raise ValueError("candidate_anchors: every input needs its ground truth under 'instances'")
 
-    images = model.preprocess_image(batched_inputs)
-    features = model.backbone(images.tensor)
-    features = [features[f] for f in model.head_in_features]
-    pred_logits, pred_deltas = model._transpose_dense_predictions(model.head(features), [model.num_classes, 4])
-    all_anchors = Boxes.cat(model.anchor_generator(features))  # (R, 4)
-    gt_instances = [x["instances"].to(model.device) for x in batched_inputs]
-
-    matched, num_lists, matched_boxes, matched_classes = [], [], [], []
-    for gt in gt_instances:  # a loop over images, never over anchors
-        if assigner == "topn":
-            m, lists = match_candidates(gt.gt_boxes.tensor, all_anchors.tensor, topn, cleanliness)
-        elif len(gt) > 0:
-            index, label = model.anchor_matcher(pairwise_iou(gt.gt_boxes, all_anchors))
-            m = torch.where(label == 1, index, torch.full_like(index, -1))
-            lists = (m >= 0).long()
-        else:
-            m = torch.full((len(all_anchors),), -1, dtype=torch.long, device=all_anchors.device)
-            lists = torch.zeros_like(m)
-        matched.append(m)
-        num_lists.append(lists)
-        if len(gt) > 0:
-            matched_boxes.append(gt.gt_boxes.tensor[m.clamp(min=0)])
-            matched_classes.append(gt.gt_classes[m.clamp(min=0)])
-        else:
-            matched_boxes.append(torch.zeros_like(all_anchors.tensor))
-            matched_classes.append(torch.zeros_like(m))
-    matched = torch.stack(matched)  # (N, R)
-    pos_mask = matched >= 0
-
-    logits = cat(pred_logits, dim=1)  # (N, R, K)
-    deltas = cat(pred_deltas, dim=1)  # (N, R, 4)
-    image_index = pos_mask.nonzero()[:, 0]
-    pos_anchors = all_anchors.tensor.expand(len(gt_instances), -1, -1)[pos_mask]
-    pos_gt_boxes = torch.stack(matched_boxes)[pos_mask]
-    pos_classes = torch.stack(matched_classes)[pos_mask]
-    pos_num_lists = torch.stack(num_lists)[pos_mask]  # (P,)
-    scores = candidate_scores(
-        model.box2box_transform,
-        anchors=pos_anchors,
-        pred_deltas=deltas[pos_mask],
-        gt_boxes=pos_gt_boxes,
-        gt_class_logits=logits[pos_mask].gather(1, pos_classes[:, None]).squeeze(1),
-        image_index=image_index,
-        cfg=cleanliness,
-        num_lists=pos_num_lists if assigner == "topn" else None,
+    anchors, pred_logits, pred_deltas, gt_instances = dense_head_outputs(model, batched_inputs)
+    if assigner == "topn":
+        labels = label_candidates(anchors, gt_instances, topn, cleanliness, model.num_classes)
+    else:
+        labels = CandidateLabels(*model.label_anchors(anchors, gt_instances), None)
+    s = clean_anchors_samples(
+        model, cleanliness, anchors, pred_logits, labels.gt_labels, pred_deltas, labels.gt_boxes, labels.num_lists
     )
-    pred_boxes = model.box2box_transform.apply_deltas(deltas[pos_mask].float(), pos_anchors.float())
+    p = s.positives
+    # which ground truth of its image each candidate's box is (the first of equal boxes)
+    gt_index = torch.zeros_like(p.image_index)
+    for i, gt in enumerate(gt_instances):  # a loop over images
+        mine = p.image_index == i
+        if len(gt) > 0 and mine.any():
+            same = (p.gt_boxes[mine][:, None, :] == gt.gt_boxes.tensor[None]).all(dim=2)  # (P_i, G)
+            gt_index[mine] = same.int().argmax(dim=1)
     return CandidateAnchors(
-        image_index=image_index,
-        anchors=pos_anchors,
-        pred_boxes=pred_boxes,
-        gt_index=matched[pos_mask],
-        gt_boxes=pos_gt_boxes,
-        anchor_iou=matched_pairwise_iou(Boxes(pos_anchors), Boxes(pos_gt_boxes)),
-        loc_a=scores.loc_a,
-        cls_c=scores.cls_c,
-        soft_labels=scores.soft_labels,
-        weights=scores.weights,
-        num_lists=pos_num_lists,
+        image_index=p.image_index,
+        anchors=p.anchors,
+        pred_boxes=model.box2box_transform.apply_deltas(p.pred_deltas.float(), p.anchors.float()),
+        gt_index=gt_index,
+        gt_boxes=p.gt_boxes,
+        anchor_iou=matched_pairwise_iou(Boxes(p.anchors), Boxes(p.gt_boxes)),
+        loc_a=s.scores.loc_a,
+        cls_c=s.scores.cls_c,
+        soft_labels=s.scores.soft_labels,
+        weights=s.scores.weights,
+        num_lists=p.num_lists if p.num_lists is not None else torch.ones_like(p.image_index),
     )

@@ -1,21 +1,129 @@
 """RetinaNet trained with cleanliness soft labels and re-weighting (noisy anchors, CVPR 2020)."""
 import functools
+from typing import List, NamedTuple, Optional
 
 import torch
 from detectron2.layers import cat
 from detectron2.modeling.box_regression import _dense_box_regression_loss
 from detectron2.modeling.meta_arch import RetinaNet
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss_jit
+from torch import Tensor
 
-from detkit.modeling.dense_labels import NORMALIZERS, dense_labels
+from detkit.modeling.dense_labels import NORMALIZERS, dense_labels, dense_targets, loss_normalizer
 from detkit.modeling.loss_normalizer import GlobalLossNormalizer
 
 from .cleanliness import at_least_float32, soft_focal_loss
-from .scores import CleanlinessConfig, candidate_scores, log_cleanliness, match_candidates, per_anchor_box_loss
+from .scores import (
+    CandidateScores,
+    CleanlinessConfig,
+    PositiveAnchors,
+    candidate_scores,
+    log_cleanliness,
+    match_candidates,
+    per_anchor_box_loss,
+    positive_anchors,
+)
 
-__all__ = ["CleanAnchorsRetinaNet"]
+__all__ = ["CleanAnchorsRetinaNet", "CandidateLabels", "CleanAnchorsSamples", "label_candidates", "clean_anchors_samples"]
+
+
+class CandidateLabels(NamedTuple):
+    """Per-image labels of a batch (``label_anchors``' outputs, plus the top-N list counts)."""
+
+    gt_labels: List[Tensor]  # N x (R,) in {-1 (ignored), 0..K-1, K (background)}
+    gt_boxes: List[Tensor]  # N x (R, 4) matched boxes (undefined for background)
+    num_lists: Optional[List[Tensor]]  # N x (R,) in how many top-N lists each anchor is; None: IoU labels
+
+
+def label_candidates(
+    anchors: List[Boxes], gt_instances: List[Instances], topn: int, cleanliness: CleanlinessConfig, num_classes: int
+) -> CandidateLabels:
+    """The top-N candidates of each ground truth as foreground, every other anchor background
+    (label ``num_classes``); no anchor is ignored. No side effect.
+
+    Args:
+        anchors: list[Boxes] per level (R anchors in all); gt_instances: N ``Instances`` with
+            ``gt_boxes`` / ``gt_classes``.
+    """
+    anchors = Boxes.cat(anchors)
+    gt_labels, matched_gt_boxes, num_lists = [], [], []
+    for gt in gt_instances:  # a loop over images, never over anchors
+        matched, lists = match_candidates(gt.gt_boxes.tensor, anchors.tensor, topn, cleanliness)
+        num_lists.append(lists)
+        if len(gt) > 0:
+            index = matched.clamp(min=0)
+            gt_labels.append(torch.where(matched >= 0, gt.gt_classes[index], torch.full_like(index, num_classes)))
+            matched_gt_boxes.append(gt.gt_boxes.tensor[index])
+        else:
+            gt_labels.append(torch.full_like(matched, num_classes))
+            matched_gt_boxes.append(torch.zeros_like(anchors.tensor))
+    return CandidateLabels(gt_labels, matched_gt_boxes, num_lists)
+
+
+class CleanAnchorsSamples(NamedTuple):
+    """Everything :class:`CleanAnchorsRetinaNet` trains one batch with, per anchor, before the
+    reduction (N images, R anchors each, V valid anchors, P positives)."""
+
+    valid_mask: Tensor  # (N, R) bool
+    pos_mask: Tensor  # (N, R) bool
+    targets: Tensor  # (N, R, K) classification targets: the positives' class entry is its soft label
+    positives: PositiveAnchors  # the positives' anchors, deltas, boxes, list counts
+    pos_labels: Tensor  # (P,) their classes
+    scores: CandidateScores  # (P,) loc_a, cls_c, soft labels, re-weighting factors r
+    cls_loss: Tensor  # (V,) focal loss (soft, with soft labels) summed over classes, with gradient
+    box_loss: Tensor  # (P,) box-regression loss, with gradient
+    weights: Tensor  # (V,) what the re-weighting multiplies cls_loss by (1 for negatives)
+
+
+def clean_anchors_samples(
+    model: RetinaNet,
+    cleanliness: CleanlinessConfig,
+    anchors: List[Boxes],
+    pred_logits: List[Tensor],
+    gt_labels: List[Tensor],
+    pred_anchor_deltas: List[Tensor],
+    gt_boxes: List[Tensor],
+    num_lists: Optional[List[Tensor]] = None,
+) -> CleanAnchorsSamples:
+    """The per-anchor quantities of :meth:`CleanAnchorsRetinaNet.losses` (with soft labels or
+    re-weighting on), for any RetinaNet ``model`` (its focal alpha / gamma, box loss and
+    transform). Arguments as ``RetinaNet.losses`` plus ``num_lists`` (see :class:`CandidateLabels`);
+    no side effect. Under AMP the soft targets, focal losses and statistics are float32."""
+    cfg = cleanliness
+    logits = cat(pred_logits, dim=1)  # (N, R, K)
+    labels, valid_mask, pos_mask, targets = dense_targets(gt_labels, model.num_classes, logits.dtype)
+    logits, targets = at_least_float32(logits, targets)
+    positives = positive_anchors(anchors, pos_mask, cat(pred_anchor_deltas, dim=1), gt_boxes, num_lists)
+    pos_labels = labels[pos_mask]  # (P,)
+    scores = candidate_scores(
+        model.box2box_transform,
+        anchors=positives.anchors,
+        pred_deltas=positives.pred_deltas,
+        gt_boxes=positives.gt_boxes,
+        gt_class_logits=logits[pos_mask].gather(1, pos_labels[:, None]).squeeze(1),
+        image_index=positives.image_index,
+        cfg=cfg,
+        num_lists=positives.num_lists,
+    )
+    if cfg.soft_labels:
+        pos_targets = targets[pos_mask]
+        pos_targets.scatter_(1, pos_labels[:, None], scores.soft_labels[:, None].to(logits.dtype))
+        targets[pos_mask] = pos_targets
+        focal = soft_focal_loss
+    else:
+        focal = functools.partial(sigmoid_focal_loss_jit, reduction="none")
+    cls_loss = focal(
+        logits[valid_mask], targets[valid_mask], alpha=model.focal_loss_alpha, gamma=model.focal_loss_gamma
+    ).sum(dim=1)  # (V,) summed over classes
+    box_loss = per_anchor_box_loss(
+        model.box2box_transform, positives.anchors, positives.pred_deltas, positives.gt_boxes,
+        model.box_reg_loss_type, model.smooth_l1_beta,
+    )  # (P,)
+    weights = torch.ones_like(cls_loss)  # background anchors keep weight 1
+    weights[pos_mask[valid_mask]] = scores.weights.to(cls_loss.dtype)
+    return CleanAnchorsSamples(valid_mask, pos_mask, targets, positives, pos_labels, scores, cls_loss, box_loss, weights)
 
 
 class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
@@ -81,35 +189,30 @@ class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
         return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, num_lists)
 
     @torch.no_grad()
-    def label_candidates(self, anchors, gt_instances):
+    def label_candidates(self, anchors, gt_instances) -> CandidateLabels:
         """Like ``label_anchors``, with the top-N candidates of each ground truth as foreground and
-        every other anchor as background (label K); no anchor is ignored.
+        every other anchor as background (label K); no anchor is ignored (:func:`label_candidates`);
+        logs the candidates per ground truth.
 
         Returns:
             list[Tensor] (R,) labels in {0..K}, list[Tensor] (R, 4) matched boxes (undefined for
             background), list[Tensor] (R,) in how many top-N lists each anchor is, one per image;
             R = anchors over all levels.
         """
-        anchors = Boxes.cat(anchors)
-        gt_labels, matched_gt_boxes, num_lists = [], [], []
-        num_candidates, num_gt = 0, 0
-        for gt in gt_instances:
-            matched, lists = match_candidates(gt.gt_boxes.tensor, anchors.tensor, self.topn, self.cleanliness)
-            num_lists.append(lists)
-            fg = matched >= 0
-            if len(gt) > 0:
-                index = matched.clamp(min=0)
-                labels = torch.where(fg, gt.gt_classes[index], torch.full_like(index, self.num_classes))
-                boxes = gt.gt_boxes.tensor[index]
-            else:
-                labels = torch.full_like(matched, self.num_classes)
-                boxes = torch.zeros_like(anchors.tensor)
-            gt_labels.append(labels)
-            matched_gt_boxes.append(boxes)
-            num_candidates += int(fg.sum())
-            num_gt += len(gt)
+        labels = label_candidates(anchors, gt_instances, self.topn, self.cleanliness, self.num_classes)
+        num_candidates = sum(int((x != self.num_classes).sum()) for x in labels.gt_labels)
+        num_gt = sum(len(gt) for gt in gt_instances)
         get_event_storage().put_scalar("clean_anchors/candidates_per_gt", num_candidates / max(num_gt, 1))
-        return gt_labels, matched_gt_boxes, num_lists
+        return labels
+
+    def training_samples(
+        self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, num_lists=None
+    ) -> CleanAnchorsSamples:
+        """The per-anchor targets, cleanliness, losses and weights :meth:`losses` reduces
+        (:func:`clean_anchors_samples` with this model's switches); no side effect."""
+        return clean_anchors_samples(
+            self, self.cleanliness, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, num_lists
+        )
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, num_lists=None):
         """
@@ -121,14 +224,13 @@ class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
         Returns:
             {"loss_cls", "loss_box_reg"}, each divided by the loss normaliser (``normalizer``).
         """
-        num_images = len(gt_labels)
-        logits = cat(pred_logits, dim=1)  # (N, R, K)
-        gt_labels, valid_mask, pos_mask, targets, normalizer = dense_labels(
-            self, gt_labels, self.num_classes, logits.dtype, normalizer=self.normalizer
-        )
         cfg = self.cleanliness
         if not (cfg.soft_labels or cfg.reweighting):
             # RetinaNet.losses line for line, so that the switched-off method is bit-identical.
+            logits = cat(pred_logits, dim=1)  # (N, R, K)
+            gt_labels, valid_mask, pos_mask, targets, normalizer = dense_labels(
+                self, gt_labels, self.num_classes, logits.dtype, normalizer=self.normalizer
+            )
             loss_cls = sigmoid_focal_loss_jit(
                 logits[valid_mask], targets[valid_mask],
                 alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma, reduction="sum",
@@ -139,44 +241,12 @@ class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
             )
             return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}
 
-        # Under AMP the head's outputs are half precision: the soft targets, focal losses and their
-        # (re-weighted) sums are computed in float32 (no-ops in float32 training).
-        logits, targets = at_least_float32(logits, targets)
-        deltas = cat(pred_anchor_deltas, dim=1)  # (N, R, 4)
-        pos_anchors = Boxes.cat(anchors).tensor.expand(num_images, -1, -1)[pos_mask]  # (P, 4)
-        pos_gt_boxes = torch.stack(gt_boxes)[pos_mask]  # (P, 4)
-        pos_labels = gt_labels[pos_mask]  # (P,)
-        scores = candidate_scores(
-            self.box2box_transform,
-            anchors=pos_anchors,
-            pred_deltas=deltas[pos_mask],
-            gt_boxes=pos_gt_boxes,
-            gt_class_logits=logits[pos_mask].gather(1, pos_labels[:, None]).squeeze(1),
-            image_index=pos_mask.nonzero()[:, 0],
-            cfg=cfg,
-            num_lists=None if num_lists is None else torch.stack(num_lists)[pos_mask],
-        )
-        log_cleanliness(scores)
-
-        if cfg.soft_labels:
-            pos_targets = targets[pos_mask]
-            pos_targets.scatter_(1, pos_labels[:, None], scores.soft_labels[:, None].to(logits.dtype))
-            targets[pos_mask] = pos_targets
-            focal = soft_focal_loss
-        else:
-            focal = functools.partial(sigmoid_focal_loss_jit, reduction="none")
-        cls_loss = focal(
-            logits[valid_mask], targets[valid_mask], alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma
-        ).sum(dim=1)  # (V,) summed over classes
-        box_loss = per_anchor_box_loss(
-            self.box2box_transform, pos_anchors, deltas[pos_mask], pos_gt_boxes,
-            self.box_reg_loss_type, self.smooth_l1_beta,
-        )  # (P,)
+        s = self.training_samples(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, num_lists)
+        normalizer = loss_normalizer(self, s.pos_mask, self.normalizer)
+        log_cleanliness(s.scores)
         if cfg.reweighting:
-            r_valid = torch.ones_like(cls_loss)  # background anchors keep weight 1
-            r_valid[pos_mask[valid_mask]] = scores.weights.to(cls_loss.dtype)
-            loss_cls = cfg.combine(cls_loss, r_valid)
-            loss_box_reg = cfg.combine(box_loss, scores.weights.to(box_loss.dtype))
+            loss_cls = cfg.combine(s.cls_loss, s.weights)
+            loss_box_reg = cfg.combine(s.box_loss, s.scores.weights.to(s.box_loss.dtype))
         else:
-            loss_cls, loss_box_reg = cls_loss.sum(), box_loss.sum()
+            loss_cls, loss_box_reg = s.cls_loss.sum(), s.box_loss.sum()
         return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}

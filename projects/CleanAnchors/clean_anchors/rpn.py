@@ -18,7 +18,7 @@ no two-stage path). What this module chooses, each a constructor argument:
 * re-weighting multiplies the objectness loss of sampled positives and their box loss by r
   (negatives weight 1), each rescaled to keep its batch sum (as in the one-stage method).
 """
-from typing import List
+from typing import List, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +26,34 @@ from detectron2.layers import cat
 from detectron2.modeling.proposal_generator import RPN
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
+from torch import Tensor
 
-from .scores import CleanlinessConfig, candidate_scores, log_cleanliness, match_candidates, per_anchor_box_loss
+from .scores import (
+    CandidateScores,
+    CleanlinessConfig,
+    PositiveAnchors,
+    candidate_scores,
+    log_cleanliness,
+    match_candidates,
+    per_anchor_box_loss,
+    positive_anchors,
+)
 
-__all__ = ["CleanAnchorsRPN"]
+__all__ = ["CleanAnchorsRPN", "RPNSamples"]
+
+
+class RPNSamples(NamedTuple):
+    """Everything :class:`CleanAnchorsRPN` trains one batch with, per sampled anchor, before the
+    reduction (N images, R anchors each, V sampled, P sampled positives)."""
+
+    valid_mask: Tensor  # (N, R) bool, the sampled anchors
+    pos_mask: Tensor  # (N, R) bool, the sampled positives
+    targets: Tensor  # (N, R) objectness targets: soft labels for the positives (with soft_labels), else 0/1
+    positives: PositiveAnchors
+    scores: CandidateScores  # (P,)
+    objectness_loss: Tensor  # (V,) binary cross-entropy, with gradient
+    localization_loss: Tensor  # (P,) box loss, with gradient
+    weights: Tensor  # (V,) what the re-weighting multiplies the objectness loss by (1 for negatives)
 
 
 class CleanAnchorsRPN(RPN):
@@ -86,49 +110,52 @@ class CleanAnchorsRPN(RPN):
         get_event_storage().put_scalar("clean_anchors/rpn_candidates_per_gt", num_candidates / max(num_gt, 1))
         return gt_labels, matched_gt_boxes
 
-    def losses(self, anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes):
-        """As ``RPN.losses`` (same arguments and loss names), with soft targets and weights."""
+    def training_samples(self, anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes) -> RPNSamples:
+        """The per-anchor soft targets, cleanliness, losses and weights :meth:`losses` reduces
+        (arguments as ``RPN.losses``); no side effect."""
         cfg = self.cleanliness
-        if not (cfg.soft_labels or cfg.reweighting):
-            return super().losses(anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes)
-        num_images = len(gt_labels)
         gt_labels = torch.stack(gt_labels)  # (N, R)
         pos_mask = gt_labels == 1
         valid_mask = gt_labels >= 0
-        storage = get_event_storage()
-        storage.put_scalar("rpn/num_pos_anchors", pos_mask.sum().item() / num_images)
-        storage.put_scalar("rpn/num_neg_anchors", (gt_labels == 0).sum().item() / num_images)
-
         logits = cat(pred_objectness_logits, dim=1)  # (N, R)
-        deltas = cat(pred_anchor_deltas, dim=1)  # (N, R, 4)
-        pos_anchors = Boxes.cat(anchors).tensor.expand(num_images, -1, -1)[pos_mask]  # (P, 4)
-        pos_gt_boxes = torch.stack(gt_boxes)[pos_mask]  # (P, 4)
+        positives = positive_anchors(anchors, pos_mask, cat(pred_anchor_deltas, dim=1), gt_boxes)
         scores = candidate_scores(
             self.box2box_transform,
-            anchors=pos_anchors,
-            pred_deltas=deltas[pos_mask],
-            gt_boxes=pos_gt_boxes,
+            anchors=positives.anchors,
+            pred_deltas=positives.pred_deltas,
+            gt_boxes=positives.gt_boxes,
             gt_class_logits=logits[pos_mask],
-            image_index=pos_mask.nonzero()[:, 0],
+            image_index=positives.image_index,
             cfg=cfg,
         )
-        log_cleanliness(scores, prefix="clean_anchors/rpn")
-
         targets = gt_labels.to(logits.dtype)
         if cfg.soft_labels:
             targets[pos_mask] = scores.soft_labels.to(logits.dtype)
         objectness = F.binary_cross_entropy_with_logits(logits[valid_mask], targets[valid_mask], reduction="none")
         localization = per_anchor_box_loss(
-            self.box2box_transform, pos_anchors, deltas[pos_mask], pos_gt_boxes,
+            self.box2box_transform, positives.anchors, positives.pred_deltas, positives.gt_boxes,
             self.box_reg_loss_type, self.smooth_l1_beta,
         )
+        weights = torch.ones_like(objectness)
+        weights[pos_mask[valid_mask]] = scores.weights.to(objectness.dtype)
+        return RPNSamples(valid_mask, pos_mask, targets, positives, scores, objectness, localization, weights)
+
+    def losses(self, anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes):
+        """As ``RPN.losses`` (same arguments and loss names), with soft targets and weights."""
+        cfg = self.cleanliness
+        if not (cfg.soft_labels or cfg.reweighting):
+            return super().losses(anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+        s = self.training_samples(anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+        num_images = len(gt_labels)
+        storage = get_event_storage()
+        storage.put_scalar("rpn/num_pos_anchors", s.pos_mask.sum().item() / num_images)
+        storage.put_scalar("rpn/num_neg_anchors", (s.valid_mask & ~s.pos_mask).sum().item() / num_images)
+        log_cleanliness(s.scores, prefix="clean_anchors/rpn")
         if cfg.reweighting:
-            r_valid = torch.ones_like(objectness)
-            r_valid[pos_mask[valid_mask]] = scores.weights.to(objectness.dtype)
-            objectness_loss = cfg.combine(objectness, r_valid)
-            localization_loss = cfg.combine(localization, scores.weights.to(localization.dtype))
+            objectness_loss = cfg.combine(s.objectness_loss, s.weights)
+            localization_loss = cfg.combine(s.localization_loss, s.scores.weights.to(s.localization_loss.dtype))
         else:
-            objectness_loss, localization_loss = objectness.sum(), localization.sum()
+            objectness_loss, localization_loss = s.objectness_loss.sum(), s.localization_loss.sum()
         normalizer = self.batch_size_per_image * num_images
         losses = {"loss_rpn_cls": objectness_loss / normalizer, "loss_rpn_loc": localization_loss / normalizer}
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}

@@ -2,7 +2,7 @@
 switches that choose between the paper's and the reference code's readings."""
 import logging
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 import torch
 from detectron2.layers import ciou_loss, diou_loss
@@ -17,6 +17,8 @@ from .cleanliness import MATCHING, TopNCandidates, at_least_float32, rescale_to_
 
 __all__ = [
     "CleanlinessConfig",
+    "PositiveAnchors",
+    "positive_anchors",
     "CandidateScores",
     "candidate_scores",
     "match_candidates",
@@ -90,6 +92,33 @@ class CleanlinessConfig:
         if self.rescale_losses:
             weighted = rescale_to_sum(weighted, loss)
         return weighted.sum()
+
+
+class PositiveAnchors(NamedTuple):
+    """The positive anchors of a batch (P of them, in (image, anchor) order) with what the method's
+    statistics and losses read of them."""
+
+    image_index: Tensor  # (P,) long, the image of the batch
+    anchors: Tensor  # (P, 4) XYXY
+    pred_deltas: Tensor  # (P, 4) the head's box deltas (with gradient)
+    gt_boxes: Tensor  # (P, 4) matched ground-truth boxes
+    num_lists: Optional[Tensor]  # (P,) in how many top-N lists each one is (None: not top-N candidates)
+
+
+def positive_anchors(
+    anchors: List[Boxes], pos_mask: Tensor, pred_deltas: Tensor, gt_boxes: List[Tensor], num_lists=None
+) -> PositiveAnchors:
+    """Gather the positives of a batch: ``anchors`` list[Boxes] per level (R in all), ``pos_mask``
+    (N, R) bool, ``pred_deltas`` (N, R, 4), ``gt_boxes`` list of N (R, 4), ``num_lists`` list of N
+    (R,) or None."""
+    num_images = pos_mask.shape[0]
+    return PositiveAnchors(
+        image_index=pos_mask.nonzero()[:, 0],
+        anchors=Boxes.cat(anchors).tensor.expand(num_images, -1, -1)[pos_mask],
+        pred_deltas=pred_deltas[pos_mask],
+        gt_boxes=torch.stack(gt_boxes)[pos_mask],
+        num_lists=None if num_lists is None else torch.stack(num_lists)[pos_mask],
+    )
 
 
 class CandidateScores(NamedTuple):

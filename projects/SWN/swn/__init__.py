@@ -3,18 +3,19 @@ as a Detectron2 project.
 
 - :mod:`swn.network`: the sample weighting network;
 - :mod:`swn.loss`: the uncertainty-weighted loss, averaging rules and regulariser (pure functions);
-- :mod:`swn.weighting`: the switches a detector uses (which losses, form, lambda, on/off);
+- :mod:`swn.weighting`: the switches a detector uses (which losses, form, lambda, on/off) and the one
+  place that applies them to the network's output (:meth:`SWNWeighting.weights`, ``.regulariser``);
 - :mod:`swn.optimizer`: SGD for the detector + Adam for the SWN as one optimizer under one schedule;
 - :class:`SWNRetinaNet`, :class:`SWNFastRCNNOutputLayers`, :class:`SWNROIHeads` (Mask R-CNN): thin
   Detectron2 subclasses.
 """
 from .fast_rcnn import SWNFastRCNNOutputLayers
-from .loss import average_m, regulariser_groups, sample_weights, swn_regulariser, uncertainty_weighted_loss
+from .loss import average_m, sample_weights, swn_regulariser, weighted_sum
 from .network import SampleWeightingNetwork
 from .optimizer import CombinedOptimizer, build_swn_optimizer, build_swn_sgd, swn_optimizer_params
 from .retinanet import SWNRetinaNet
 from .roi_heads import SWNROIHeads
-from .weighting import SWNWeighting
+from .weighting import SampleWeights, SWNWeighting
 
 __all__ = [
     "CombinedOptimizer",
@@ -25,10 +26,10 @@ __all__ = [
     "SWNROIHeads",
     "SWNRetinaNet",
     "SWNWeighting",
+    "SampleWeights",
     "SampleWeightingNetwork",
     "average_m",
-    "regulariser_groups",
     "sample_weights",
     "swn_regulariser",
-    "uncertainty_weighted_loss",
+    "weighted_sum",
 ]

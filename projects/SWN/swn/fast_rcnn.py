@@ -1,4 +1,6 @@
 """The Fast R-CNN box predictor of Faster R-CNN trained with SWN sample weights (the RPN is untouched)."""
+from typing import NamedTuple, Optional
+
 import torch
 from detectron2.layers import cat, cross_entropy, nonzero_tuple
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
@@ -6,12 +8,28 @@ from detectron2.modeling.roi_heads.fast_rcnn import _log_classification_stats
 from detectron2.structures import Boxes
 from detectron2.structures.boxes import matched_pairwise_iou
 from fvcore.nn import smooth_l1_loss
+from torch import Tensor
 
-from .loss import average_m, sample_weights
+from .loss import weighted_sum
 from .network import SampleWeightingNetwork
-from .weighting import SWNWeighting, log_weights
+from .retinanet import SWNInputs
+from .weighting import SampleWeights, SWNWeighting, log_weights
 
-__all__ = ["SWNFastRCNNOutputLayers"]
+__all__ = ["SWNFastRCNNOutputLayers", "RoISWNSamples"]
+
+
+class RoISWNSamples(NamedTuple):
+    """Everything :class:`SWNFastRCNNOutputLayers` trains one batch with, per sampled RoI, before the
+    reduction (R RoIs, F of them foreground)."""
+
+    gt_classes: Tensor  # (R,) in 0..K (K: background)
+    fg: Tensor  # (R,) bool, foreground RoIs
+    cls_loss: Tensor  # (R,) softmax cross-entropy (with gradient)
+    reg_loss: Tensor  # (F, 4) per-coordinate smooth-L1 of the ground-truth class's deltas (with gradient)
+    mask_loss: Optional[Tensor]  # (F,) Mask R-CNN's per-RoI mask loss, as given
+    inputs: SWNInputs  # the SWN's inputs (R rows; prob and iou 0 for background)
+    m: Optional[Tensor]  # (R, num_tasks) the SWN's output; None when the SWN is off
+    weights: SampleWeights
 
 
 class SWNFastRCNNOutputLayers(FastRCNNOutputLayers):
@@ -35,16 +53,16 @@ class SWNFastRCNNOutputLayers(FastRCNNOutputLayers):
         self.swn = swn if swn is not None else SampleWeightingNetwork()
         self.weighting = weighting if weighting is not None else SWNWeighting(cls_average="pos_neg")
 
-    def per_roi_losses(self, predictions, proposals):
-        """Unreduced losses and SWN inputs of R sampled RoIs.
+    def training_samples(self, predictions, proposals, mask_loss: Optional[Tensor] = None) -> RoISWNSamples:
+        """The per-RoI losses, SWN inputs, output and weights :meth:`losses` reduces; no side effect.
 
-        Returns dict: ``cls`` (R,) cross-entropy; ``reg`` (F, 4) smooth-L1 of the F foreground RoIs;
-        ``fg`` (R,) bool; ``reg_inputs`` (R, 4), ``iou`` (R,), ``prob`` (R,) SWN inputs, 0 for
-        background RoIs (``iou`` and ``prob`` detached unless ``weighting.detach_inputs="losses"``).
+        Args:
+            predictions, proposals: as ``FastRCNNOutputLayers.losses`` (sampled, labelled RoIs).
+            mask_loss: (F,) per-foreground-RoI mask losses of Mask R-CNN (in the order of the
+                foreground RoIs), the SWN's fifth input and the third task's loss.
         """
         scores, proposal_deltas = predictions
         gt_classes = cat([p.gt_classes for p in proposals], dim=0) if len(proposals) else torch.empty(0)
-        _log_classification_stats(scores, gt_classes)
         if len(proposals):
             proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
             gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0)
@@ -61,50 +79,43 @@ class SWNFastRCNNOutputLayers(FastRCNNOutputLayers):
         gt_deltas = self.box2box_transform.get_deltas(proposal_boxes[fg_inds], gt_boxes[fg_inds])
         reg = smooth_l1_loss(fg_deltas, gt_deltas, beta=self.smooth_l1_beta, reduction="none")  # (F, 4)
 
+        w = self.weighting
         reg_inputs = reg.new_zeros((cls.shape[0], 4)).index_put((fg_inds,), reg.detach())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.weighting.detach_inputs == "losses"):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and w.detach_inputs == "losses"):
             decoded = self.box2box_transform.apply_deltas(fg_deltas, proposal_boxes[fg_inds])
             fg_iou = matched_pairwise_iou(Boxes(decoded), Boxes(gt_boxes[fg_inds])).to(cls.dtype)
             iou = cls.new_zeros(cls.shape).index_put((fg_inds,), fg_iou)
             fg_prob = scores[fg_inds].softmax(dim=1).gather(1, gt_classes[fg_inds, None]).squeeze(1)
             prob = cls.new_zeros(cls.shape).index_put((fg_inds,), fg_prob.to(cls.dtype))  # 0 for background
-        return dict(cls=cls, reg=reg, fg=fg, reg_inputs=reg_inputs, iou=iou, prob=prob)
+        mask_inputs = None
+        if mask_loss is not None:
+            mask_inputs = mask_loss.new_zeros(cls.shape)
+            mask_inputs[fg] = mask_loss.detach()
+        image_index = torch.repeat_interleave(
+            torch.arange(len(proposals), device=cls.device),
+            torch.as_tensor([len(p) for p in proposals], device=cls.device, dtype=torch.long),
+        )
+        inputs = SWNInputs(cls, reg_inputs, iou, prob, fg, image_index, mask_inputs)
+        m = None
+        if w.enabled:
+            m = self.swn(cls, reg_inputs, iou, prob, loss_mask=mask_inputs, detach_iou_prob=w.detach_inputs == "all")
+        weights = w.weights(m, fg, cls, reg, mask_loss)
+        return RoISWNSamples(gt_classes, fg, cls, reg, mask_loss, inputs, m, weights)
 
-    def weighted_losses(self, per_roi, m=None, mask_loss=None):
-        """Stock-normalised losses weighted by the SWN output ``m`` (R, num_tasks), or unweighted
-        when ``m`` is None (SWN off). ``mask_loss`` (F,): per-foreground-RoI mask losses of Mask
-        R-CNN, weighted by ``m[fg, 2]`` into ``loss_mask`` (mean over RoIs, as stock)."""
-        w, fg = self.weighting, per_roi["fg"]
-        cls, reg = per_roi["cls"], per_roi["reg"]
-        weighted = m is not None and w.enabled
-        if weighted:
-            m_cls = average_m(m[:, 0], fg, w.cls_average) if w.weight_cls else m.new_zeros(m.shape[0])
-            m_reg = m[fg, 1] if w.weight_reg else m.new_zeros(reg.shape[0])
-        else:
-            m_cls, m_reg = cls.new_zeros(cls.shape), reg.new_zeros(reg.shape[0])
-        cls_weights, reg_weights = sample_weights(m_cls, w.form), sample_weights(m_reg, w.form)
-        num_rois = max(cls.shape[0], 1)
+    def losses(self, predictions, proposals, mask_loss: Optional[Tensor] = None):
+        """As ``FastRCNNOutputLayers.losses`` (stock normalisers: mean over RoIs), SWN-weighted, plus
+        ``loss_swn_reg``; with ``mask_loss`` (see :meth:`training_samples`) also the weighted
+        ``loss_mask`` (mean over foreground RoIs, as stock)."""
+        s = self.training_samples(predictions, proposals, mask_loss)
+        _log_classification_stats(predictions[0], s.gt_classes)
+        num_rois = max(s.cls_loss.shape[0], 1)
         losses = {
-            "loss_cls": (cls_weights * cls).sum() / num_rois,
-            "loss_box_reg": (reg_weights[:, None] * reg).sum() / num_rois,
+            "loss_cls": weighted_sum(s.cls_loss, s.weights.cls) / num_rois,
+            "loss_box_reg": weighted_sum(s.reg_loss, s.weights.reg) / num_rois,
         }
         losses = {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
-        m_mask = mask_weights = None
         if mask_loss is not None:
-            m_mask = m[fg, 2] if weighted else mask_loss.new_zeros(mask_loss.shape)
-            mask_weights = sample_weights(m_mask, w.form)
-            losses["loss_mask"] = (mask_weights * mask_loss).sum() / max(mask_loss.shape[0], 1)
-        log_weights(cls_weights, reg_weights, m_cls, m_reg, fg, mask_weights=mask_weights, m_mask=m_mask)
-        losses["loss_swn_reg"] = w.regulariser(m_cls, m_reg, fg, m_mask=m_mask)
+            losses["loss_mask"] = weighted_sum(mask_loss, s.weights.mask) / max(mask_loss.shape[0], 1)
+        log_weights(s.weights, s.fg)
+        losses["loss_swn_reg"] = self.weighting.regulariser(s.weights, s.fg)
         return losses
-
-    def losses(self, predictions, proposals):
-        """As ``FastRCNNOutputLayers.losses``, plus ``loss_swn_reg``."""
-        per_roi = self.per_roi_losses(predictions, proposals)
-        m = None
-        if self.weighting.enabled:
-            m = self.swn(
-                per_roi["cls"], per_roi["reg_inputs"], per_roi["iou"], per_roi["prob"],
-                detach_iou_prob=self.weighting.detach_inputs == "all",
-            )
-        return self.weighted_losses(per_roi, m)

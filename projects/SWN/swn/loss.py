@@ -5,31 +5,35 @@ log-variance ``m``. A task loss ``L_i`` becomes ``w(m_i) * L_i`` with ``w(m) = e
 code, the default) or ``exp(-2m)`` (paper, Eq. 9), plus a regulariser ``lam * m`` (``lam = 0.5``) that
 keeps ``m`` from growing without bound.
 
-How a detector head puts them together (defaults follow the reference code)::
+How a detector head puts them together (defaults follow the reference code; the heads do it
+through :class:`swn.weighting.SWNWeighting`, the one place that applies the switches)::
 
-    m = swn(loss_cls, loss_reg, iou, prob)                # (S, 2)
-    m_cls = average_m(m[:, 0], pos, "all")                # dense heads; "pos_neg" for RoI heads
-    w_cls = sample_weights(m_cls)                         # (S,)
-    w_reg = sample_weights(m[pos, 1])                     # (P,)
-    loss_cls = (w_cls * loss_cls).sum() / normaliser      # the stock head's normaliser, unchanged
-    loss_reg = (w_reg[:, None] * loss_reg[pos]).sum() / normaliser
-    loss_swn = swn_regulariser(regulariser_groups(m, pos, "all"))
+    m = swn(loss_cls, loss_reg, iou, prob)                     # (S, 2)
+    m_cls = average_m(m[:, 0], pos, "all")                     # dense heads; "pos_neg" for RoI heads
+    w_cls = sample_weights(m_cls)                              # (S,)
+    w_reg = sample_weights(m[pos, 1])                          # (P,)
+    loss_cls = weighted_sum(loss_cls, w_cls) / normaliser      # the stock head's normaliser, unchanged
+    loss_reg = weighted_sum(loss_reg[pos], w_reg) / normaliser
+    loss_swn = swn_regulariser([m_cls, m[pos, 1]], lam)        # RoI heads: m_cls over pos and neg apart
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "FORMS",
+    "CLS_AVERAGES",
     "sample_weights",
-    "uncertainty_weighted_loss",
+    "weighted_sum",
     "average_m",
-    "regulariser_groups",
     "swn_regulariser",
 ]
 
-_FORMS = ("exp(-m)", "exp(-2m)")
-_RULES = ("all", "pos_neg", "none")
+#: The loss forms: ``w(m) = exp(-m)`` (reference code) or ``exp(-2m)`` (paper, Eq. 9).
+FORMS = ("exp(-m)", "exp(-2m)")
+#: The averaging rules of m_cls (see :func:`average_m`).
+CLS_AVERAGES = ("all", "pos_neg", "none")
 
 
 def _safe_mean(x: Tensor) -> Tensor:
@@ -51,35 +55,27 @@ def sample_weights(m: Tensor, form: str = "exp(-m)") -> Tensor:
         return torch.exp(-m)
     if form == "exp(-2m)":
         return torch.exp(-2.0 * m)
-    raise ValueError(f"sample_weights: form must be one of {_FORMS}, got {form!r}")
+    raise ValueError(f"sample_weights: form must be one of {FORMS}, got {form!r}")
 
 
-def uncertainty_weighted_loss(
-    loss: Tensor, m: Tensor, lam: float = 0.5, form: str = "exp(-m)"
-) -> Tuple[Tensor, Tensor]:
-    """Weight one task's per-sample losses by ``sample_weights(m)`` (Eq. 9, one task).
+def weighted_sum(loss: Tensor, weights: Tensor) -> Tensor:
+    """``sum_i weights_i * loss_i``: where per-sample weights meet the reduction (every weighted SWN
+    loss is this sum divided by the stock detector's normaliser).
 
     Args:
-        loss: (S,) or (S, *) per-sample loss, e.g. (S, 4) per-coordinate smooth-L1; every element of
-            row ``i`` is weighted by ``m[i]``.
-        m: (S,) log-variances of the same samples (raw or :func:`average_m`-ed).
-        lam: regulariser weight (lambda; 0.5 in the paper and the code).
-        form: see :func:`sample_weights`.
+        loss: (S,) or (S, *) per-sample losses, e.g. (S, 4) per-coordinate smooth-L1; every element of
+            row ``i`` is multiplied by ``weights[i]``.
+        weights: (S,) e.g. :func:`sample_weights` of the samples' ``m``.
 
     Returns:
-        ``(weighted_sum, regulariser)``, two scalars:
-        ``weighted_sum = sum_i w(m_i) * loss_i`` (un-normalised: the caller divides it by the same
-        normaliser the stock detector uses, e.g. the number of positives or of sampled RoIs), and
-        ``regulariser = lam * mean(m)`` (0 for empty input). For the RoI heads' regulariser, which
-        averages positives and negatives separately, use :func:`swn_regulariser` instead.
+        A scalar (0 for no samples).
     """
-    if m.dim() != 1 or loss.dim() < 1 or loss.shape[0] != m.shape[0]:
+    if weights.dim() != 1 or loss.dim() < 1 or loss.shape[0] != weights.shape[0]:
         raise ValueError(
-            f"uncertainty_weighted_loss: expected loss (S,) or (S, *) and m (S,), got "
-            f"{tuple(loss.shape)} and {tuple(m.shape)}"
+            f"weighted_sum: expected loss (S,) or (S, *) and weights (S,), got "
+            f"{tuple(loss.shape)} and {tuple(weights.shape)}"
         )
-    w = sample_weights(m, form).reshape(m.shape + (1,) * (loss.dim() - 1))
-    return (w * loss).sum(), lam * _safe_mean(m)
+    return (weights.reshape(weights.shape + (1,) * (loss.dim() - 1)) * loss).sum()
 
 
 def average_m(m: Tensor, pos_mask: Optional[Tensor], rule: str) -> Tensor:
@@ -105,7 +101,7 @@ def average_m(m: Tensor, pos_mask: Optional[Tensor], rule: str) -> Tensor:
     if rule == "all":
         return _safe_mean(m).expand_as(m)
     if rule != "pos_neg":
-        raise ValueError(f"average_m: rule must be one of {_RULES}, got {rule!r}")
+        raise ValueError(f"average_m: rule must be one of {CLS_AVERAGES}, got {rule!r}")
     _check_mask(pos_mask, m, "average_m")
     zero = m.new_zeros(())
     n_pos = pos_mask.sum()
@@ -114,41 +110,12 @@ def average_m(m: Tensor, pos_mask: Optional[Tensor], rule: str) -> Tensor:
     return torch.where(pos_mask, mean_pos, mean_neg)
 
 
-def regulariser_groups(m: Tensor, pos_mask: Tensor, cls_rule: str) -> List[Tensor]:
-    """The groups of ``m`` whose means form the reference code's regulariser.
-
-    Args:
-        m: (S, T) network output (column 0 m_cls, 1 m_reg, 2 m_mask).
-        pos_mask: (S,) bool, True for positive samples.
-        cls_rule: the :func:`average_m` rule used for m_cls. ``"all"`` / ``"none"``: m_cls over all
-            samples (dense heads); ``"pos_neg"``: m_cls over positives and over negatives (RoI heads).
-
-    Returns:
-        ``[m_cls groups..., m_reg[pos], (m_mask[pos])]``, to pass to :func:`swn_regulariser`:
-
-        * dense heads: ``[m_cls, m_reg[pos]]``
-          -> ``lam * mean(m_cls) + lam * mean_pos(m_reg)``
-        * RoI heads: ``[m_cls[pos], m_cls[neg], m_reg[pos], (m_mask[pos])]``
-          -> ``lam * (mean_pos(m_cls) + mean_neg(m_cls) + mean_pos(m_reg) (+ mean_pos(m_mask)))``
-    """
-    if m.dim() != 2:
-        raise ValueError(f"regulariser_groups: expected m of shape (S, T), got {tuple(m.shape)}")
-    _check_mask(pos_mask, m[:, 0], "regulariser_groups")
-    if cls_rule == "pos_neg":
-        groups = [m[pos_mask, 0], m[~pos_mask, 0]]
-    elif cls_rule in ("all", "none"):
-        groups = [m[:, 0]]
-    else:
-        raise ValueError(f"regulariser_groups: cls_rule must be one of {_RULES}, got {cls_rule!r}")
-    return groups + [m[pos_mask, t] for t in range(1, m.shape[1])]
-
-
 def swn_regulariser(groups: Sequence[Tensor], lam: float = 0.5) -> Tensor:
     """``sum_g lam * mean(g)`` over the given groups of ``m``; an empty group adds 0.
 
     This is the reference code's version of Eq. 9's ``lambda * m`` terms: each task's ``m`` is
-    averaged over its own group of samples rather than summed with the losses. Build the groups by
-    hand or with :func:`regulariser_groups`.
+    averaged over its own group of samples rather than summed with the losses
+    (:meth:`swn.weighting.SWNWeighting.regulariser` chooses the groups).
 
     Args:
         groups: non-empty sequence of tensors of any shape (typically (N_g,) slices of ``m``).

@@ -1,19 +1,111 @@
 """RetinaNet whose per-anchor losses are weighted by a sample weighting network (SWN, CVPR 2020)."""
+from typing import List, NamedTuple, Optional
+
 import torch
 from detectron2.layers import cat
 from detectron2.modeling.meta_arch import RetinaNet
 from detectron2.structures import Boxes
 from detectron2.structures.boxes import matched_pairwise_iou
 from fvcore.nn import sigmoid_focal_loss_jit, smooth_l1_loss
+from torch import Tensor
 
-from detkit.modeling.dense_labels import NORMALIZERS, dense_labels
+from detkit.modeling.dense_labels import NORMALIZERS, dense_targets, loss_normalizer
 from detkit.modeling.loss_normalizer import GlobalLossNormalizer
 
-from .loss import average_m, sample_weights
+from .loss import weighted_sum
 from .network import SampleWeightingNetwork
-from .weighting import SWNWeighting, log_weights
+from .weighting import SampleWeights, SWNWeighting, log_weights
 
-__all__ = ["SWNRetinaNet"]
+__all__ = ["SWNRetinaNet", "SWNInputs", "DenseSWNSamples", "dense_swn_samples"]
+
+
+class SWNInputs(NamedTuple):
+    """The SWN's inputs, one row per SWN sample of a batch (S rows: every anchor, or the valid ones
+    with ``weighting.samples="valid"``; in order of images, then anchors), all detached except
+    ``iou`` / ``prob`` with ``weighting.detach_inputs="losses"``. Ignored anchors have four 0
+    inputs, negatives three."""
+
+    cls_loss: Tensor  # (S,) focal loss summed over classes
+    reg_loss: Tensor  # (S, 4) smooth-L1 of the 4 box deltas (0 for negatives)
+    iou: Tensor  # (S,) IoU of the decoded predicted box with its ground truth (0 for negatives)
+    prob: Tensor  # (S,) sigmoid probability of the ground-truth class (0 for negatives)
+    pos: Tensor  # (S,) bool, positive anchors
+    image_index: Tensor  # (S,) long, the image of the batch
+    mask_loss: Optional[Tensor] = None  # (S,) Mask R-CNN's per-RoI mask loss (0 for background)
+
+
+class DenseSWNSamples(NamedTuple):
+    """Everything :class:`SWNRetinaNet` trains one batch with, per sample, before the reduction
+    (N images, R anchors each, V valid anchors, P positives, S SWN samples)."""
+
+    valid_mask: Tensor  # (N, R) bool, anchors not ignored by the matcher
+    pos_mask: Tensor  # (N, R) bool, positive anchors
+    valid: Tensor  # (S,) bool, which SWN samples are valid anchors (all True with samples="valid")
+    cls_loss: Tensor  # (V,) focal loss of each valid anchor, summed over classes (with gradient)
+    reg_loss: Tensor  # (P, 4) per-coordinate smooth-L1 of each positive (with gradient)
+    inputs: SWNInputs  # the SWN's inputs (S rows)
+    m: Optional[Tensor]  # (S, 2) the SWN's output; None when the SWN is off (or absent)
+    weights: SampleWeights  # the loss weights (cls (S,), reg (P,)) the switches make of m
+
+
+def dense_swn_samples(
+    model: RetinaNet,
+    swn: Optional[SampleWeightingNetwork],
+    weighting: SWNWeighting,
+    anchors: List[Boxes],
+    pred_logits: List[Tensor],
+    gt_labels: List[Tensor],
+    pred_anchor_deltas: List[Tensor],
+    gt_boxes: List[Tensor],
+) -> DenseSWNSamples:
+    """The per-sample quantities of :meth:`SWNRetinaNet.losses`, for any RetinaNet ``model`` (its
+    focal alpha / gamma, smooth-L1 beta and box transform) and any SWN (None: weights 1, the
+    baseline of the analysis pictures). Arguments as ``RetinaNet.losses``; no side effect.
+    """
+    w = weighting
+    if model.box_reg_loss_type != "smooth_l1":
+        raise ValueError(
+            f"the SWN reads 4-d smooth-L1 box losses; this {type(model).__name__} has "
+            f"box_reg_loss_type={model.box_reg_loss_type!r}"
+        )
+    num_images = len(gt_labels)
+    logits = cat(pred_logits, dim=1)  # (N, R, K)
+    deltas = cat(pred_anchor_deltas, dim=1)  # (N, R, 4)
+    gt_labels, valid_mask, pos_mask, targets = dense_targets(gt_labels, model.num_classes, logits.dtype)
+    cls_loss = sigmoid_focal_loss_jit(
+        logits[valid_mask], targets[valid_mask],
+        alpha=model.focal_loss_alpha, gamma=model.focal_loss_gamma, reduction="none",
+    ).sum(dim=1)  # (V,)
+
+    pos_anchors = Boxes.cat(anchors).tensor.expand(num_images, -1, -1)[pos_mask]  # (P, 4)
+    pos_gt_boxes = torch.stack(gt_boxes)[pos_mask]
+    pos_deltas = deltas[pos_mask]
+    gt_deltas = model.box2box_transform.get_deltas(pos_anchors, pos_gt_boxes)
+    reg_loss = smooth_l1_loss(pos_deltas, gt_deltas, beta=model.smooth_l1_beta, reduction="none")  # (P, 4)
+
+    # The SWN's samples: every anchor (reference) or the valid ones; S of them.
+    samples = torch.ones_like(valid_mask) if w.samples == "all" else valid_mask  # (N, R)
+    valid_in_samples, pos_in_samples = valid_mask[samples], pos_mask[samples]  # (S,)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and w.detach_inputs == "losses"):
+        pred_boxes = model.box2box_transform.apply_deltas(pos_deltas, pos_anchors)
+        pos_iou = matched_pairwise_iou(Boxes(pred_boxes), Boxes(pos_gt_boxes))
+        pos_labels = gt_labels[pos_mask]
+        pos_prob = logits[pos_mask].gather(1, pos_labels[:, None]).squeeze(1).sigmoid()
+    num_samples = int(valid_in_samples.shape[0])
+    pos_index = (pos_in_samples.nonzero()[:, 0],)
+    inputs = SWNInputs(
+        cls_loss=cls_loss.detach().new_zeros(num_samples).index_put((valid_in_samples.nonzero()[:, 0],), cls_loss.detach()),
+        reg_loss=reg_loss.new_zeros((num_samples, 4)).index_put(pos_index, reg_loss.detach()),
+        iou=pos_iou.new_zeros(num_samples).index_put(pos_index, pos_iou),
+        prob=pos_prob.new_zeros(num_samples).index_put(pos_index, pos_prob),
+        pos=pos_in_samples,
+        image_index=samples.nonzero()[:, 0],
+    )
+    m = None
+    if w.enabled and swn is not None:
+        m = swn(inputs.cls_loss, inputs.reg_loss, inputs.iou, inputs.prob, detach_iou_prob=w.detach_inputs == "all")
+    weights = w.weights(m, pos_in_samples, cls_loss, reg_loss)
+    return DenseSWNSamples(valid_mask, pos_mask, valid_in_samples, cls_loss, reg_loss, inputs, m, weights)
 
 
 class SWNRetinaNet(GlobalLossNormalizer, RetinaNet):
@@ -56,52 +148,20 @@ class SWNRetinaNet(GlobalLossNormalizer, RetinaNet):
         self.swn = swn if swn is not None else SampleWeightingNetwork()
         self.weighting = weighting if weighting is not None else SWNWeighting()
 
+    def training_samples(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes) -> DenseSWNSamples:
+        """The per-sample losses, SWN inputs, outputs and weights :meth:`losses` reduces
+        (:func:`dense_swn_samples` with this model's SWN and switches); no side effect."""
+        return dense_swn_samples(
+            self, self.swn, self.weighting, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes
+        )
+
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         """Arguments as ``RetinaNet.losses``. Returns loss_cls, loss_box_reg and loss_swn_reg."""
-        w = self.weighting
-        num_images = len(gt_labels)
-        logits = cat(pred_logits, dim=1)  # (N, R, K)
-        deltas = cat(pred_anchor_deltas, dim=1)  # (N, R, 4)
-        gt_labels, valid_mask, pos_mask, targets, normalizer = dense_labels(
-            self, gt_labels, self.num_classes, logits.dtype, normalizer=self.normalizer
-        )
-        cls_loss = sigmoid_focal_loss_jit(
-            logits[valid_mask], targets[valid_mask],
-            alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma, reduction="none",
-        ).sum(dim=1)  # (V,)
-
-        pos_anchors = Boxes.cat(anchors).tensor.expand(num_images, -1, -1)[pos_mask]  # (P, 4)
-        pos_gt_boxes = torch.stack(gt_boxes)[pos_mask]
-        pos_deltas = deltas[pos_mask]
-        gt_deltas = self.box2box_transform.get_deltas(pos_anchors, pos_gt_boxes)
-        reg_loss = smooth_l1_loss(pos_deltas, gt_deltas, beta=self.smooth_l1_beta, reduction="none")  # (P, 4)
-
-        # The SWN's samples: every anchor (reference) or the valid ones; S of them.
-        samples = torch.ones_like(valid_mask) if w.samples == "all" else valid_mask  # (N, R)
-        valid_in_samples, pos_in_samples = valid_mask[samples], pos_mask[samples]  # (S,)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and w.detach_inputs == "losses"):
-            pred_boxes = self.box2box_transform.apply_deltas(pos_deltas, pos_anchors)
-            pos_iou = matched_pairwise_iou(Boxes(pred_boxes), Boxes(pos_gt_boxes))
-            pos_labels = gt_labels[pos_mask]
-            pos_prob = logits[pos_mask].gather(1, pos_labels[:, None]).squeeze(1).sigmoid()
-        num_samples = int(valid_in_samples.shape[0])
-        cls_inputs = cls_loss.detach().new_zeros(num_samples).index_put((valid_in_samples.nonzero()[:, 0],), cls_loss.detach())
-        pos_index = (pos_in_samples.nonzero()[:, 0],)
-        reg_inputs = reg_loss.new_zeros((num_samples, 4)).index_put(pos_index, reg_loss.detach())
-        iou = pos_iou.new_zeros(num_samples).index_put(pos_index, pos_iou)
-        prob = pos_prob.new_zeros(num_samples).index_put(pos_index, pos_prob)
-
-        if w.enabled:
-            m = self.swn(cls_inputs, reg_inputs, iou, prob, detach_iou_prob=w.detach_inputs == "all")  # (S, 2)
-            m_cls = average_m(m[:, 0], pos_in_samples, w.cls_average) if w.weight_cls else m.new_zeros(num_samples)
-            m_reg = m[pos_in_samples, 1] if w.weight_reg else m.new_zeros(int(pos_in_samples.sum()))
-        else:
-            m_cls, m_reg = cls_loss.new_zeros(num_samples), reg_loss.new_zeros(reg_loss.shape[0])
-        cls_weights = sample_weights(m_cls, w.form)  # (S,)
-        reg_weights = sample_weights(m_reg, w.form)  # (P,)
-        log_weights(cls_weights, reg_weights, m_cls, m_reg, pos_in_samples)
+        s = self.training_samples(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+        normalizer = loss_normalizer(self, s.pos_mask, self.normalizer)
+        log_weights(s.weights, s.inputs.pos)
         return {
-            "loss_cls": (cls_weights[valid_in_samples] * cls_loss).sum() / normalizer,
-            "loss_box_reg": (reg_weights[:, None] * reg_loss).sum() / normalizer,
-            "loss_swn_reg": w.regulariser(m_cls, m_reg, pos_in_samples),
+            "loss_cls": weighted_sum(s.cls_loss, s.weights.cls[s.valid]) / normalizer,
+            "loss_box_reg": weighted_sum(s.reg_loss, s.weights.reg) / normalizer,
+            "loss_swn_reg": self.weighting.regulariser(s.weights, s.inputs.pos),
         }

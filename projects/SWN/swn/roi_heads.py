@@ -88,23 +88,13 @@ class SWNROIHeads(StandardROIHeads):
             [features[f] for f in self.box_in_features], [x.proposal_boxes for x in proposals]
         )
         predictions = self.box_predictor(self.box_head(box_features))
-        per_roi = self.box_predictor.per_roi_losses(predictions, proposals)
-
-        # select_foreground_proposals keeps the per-image order, which is that of per_roi["fg"]
+        # select_foreground_proposals keeps the per-image order, that of the box predictor's
+        # foreground RoIs
         fg_proposals, _ = select_foreground_proposals(proposals, self.num_classes)
         mask_features = self.mask_pooler(
             [features[f] for f in self.mask_in_features], [x.proposal_boxes for x in fg_proposals]
         )
         mask_loss = per_instance_mask_loss(self.mask_head.layers(mask_features), fg_proposals)  # (F,)
-        mask_inputs = mask_loss.new_zeros(per_roi["cls"].shape)
-        mask_inputs[per_roi["fg"]] = mask_loss.detach()
-
-        m = None
-        if self.box_predictor.weighting.enabled:
-            m = self.box_predictor.swn(
-                per_roi["cls"], per_roi["reg_inputs"], per_roi["iou"], per_roi["prob"], loss_mask=mask_inputs,
-                detach_iou_prob=self.box_predictor.weighting.detach_inputs == "all",
-            )
-        losses = self.box_predictor.weighted_losses(per_roi, m, mask_loss=mask_loss)
+        losses = self.box_predictor.losses(predictions, proposals, mask_loss=mask_loss)
         losses["loss_mask"] = losses["loss_mask"] * self.mask_head.loss_weight
         return proposals, losses

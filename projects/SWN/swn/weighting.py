@@ -1,14 +1,31 @@
 """How a detector uses the SWN's outputs: which losses are weighted, the loss form, the averaging
-rule of m_cls and the regulariser; plus the per-iteration logging."""
+rule of m_cls and the regulariser; plus the per-iteration logging.
+
+:class:`SWNWeighting` is the one place where the switches meet the math of :mod:`swn.loss`: every
+head (dense, RoI, mask) and the analysis tools call :meth:`SWNWeighting.weights` and
+:meth:`SWNWeighting.regulariser`.
+"""
 from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import torch
 from detectron2.utils.events import get_event_storage
 from torch import Tensor
 
-from .loss import swn_regulariser
+from .loss import CLS_AVERAGES, FORMS, average_m, sample_weights, swn_regulariser
 
-__all__ = ["SWNWeighting", "log_weights"]
+__all__ = ["SWNWeighting", "SampleWeights", "log_weights"]
+
+
+class SampleWeights(NamedTuple):
+    """What the switches make of the SWN's output for one batch of S samples, P of them positive."""
+
+    m_cls: Tensor  # (S,) m of the classification loss, after averaging (0: unweighted / SWN off)
+    m_reg: Tensor  # (P,) m of the positives' box losses
+    cls: Tensor  # (S,) classification loss weights
+    reg: Tensor  # (P,) box loss weights
+    m_mask: Optional[Tensor] = None  # (P,) Mask R-CNN's third task
+    mask: Optional[Tensor] = None  # (P,) mask loss weights
 
 
 def _mean(x: Tensor) -> Tensor:
@@ -59,40 +76,77 @@ class SWNWeighting:
             raise ValueError(f"SWNWeighting.samples must be 'all' or 'valid', got {self.samples!r}")
         if self.detach_inputs not in ("all", "losses"):
             raise ValueError(f"SWNWeighting.detach_inputs must be 'all' or 'losses', got {self.detach_inputs!r}")
-        if self.form not in ("exp(-m)", "exp(-2m)"):
-            raise ValueError(f"SWNWeighting.form must be 'exp(-m)' or 'exp(-2m)', got {self.form!r}")
-        if self.cls_average not in ("all", "pos_neg", "none"):
-            raise ValueError(f"SWNWeighting.cls_average must be 'all', 'pos_neg' or 'none', got {self.cls_average!r}")
+        if self.form not in FORMS:
+            raise ValueError(f"SWNWeighting.form must be one of {FORMS}, got {self.form!r}")
+        if self.cls_average not in CLS_AVERAGES:
+            raise ValueError(f"SWNWeighting.cls_average must be one of {CLS_AVERAGES}, got {self.cls_average!r}")
 
-    def regulariser(self, m_cls: Tensor, m_reg: Tensor, pos_mask: Tensor, m_mask: Tensor = None) -> Tensor:
-        """``lam`` times the mean of m over each group: m_cls over all samples ("all") or over
-        positives and negatives separately ("pos_neg"), m_reg (and m_mask) over positives.
+    def weights(
+        self, m: Optional[Tensor], pos: Tensor, cls_loss: Tensor, reg_loss: Tensor, mask_loss: Optional[Tensor] = None
+    ) -> SampleWeights:
+        """The per-sample loss weights of one batch.
 
         Args:
-            m_cls: (S,) after averaging; m_reg, m_mask: (P,) of the positives; pos_mask: (S,) bool.
+            m: (S, T) the SWN's output (T = 2, or 3 with a mask task), or None when the SWN did not
+                run (switched off).
+            pos: (S,) bool, the positive samples (P of them).
+            cls_loss, reg_loss, mask_loss: the losses to be weighted ((S,), (P, ...), (P,)); only
+                their dtype and device are used, for the zeros of unweighted tasks.
+
+        Returns:
+            :class:`SampleWeights`: ``m_cls`` averaged by ``cls_average`` (dense heads: "all";
+            RoI heads: "pos_neg"), ``m_reg`` (and ``m_mask``) per positive; an unweighted task
+            (``weight_cls`` / ``weight_reg`` False) or a switched-off SWN has ``m = 0``, weight 1.
+            The mask task has no switch of its own: it is weighted whenever the SWN is on.
+        """
+        num_samples, num_pos = pos.shape[0], int(pos.sum())
+        if m is not None and self.enabled:
+            m_cls = average_m(m[:, 0], pos, self.cls_average) if self.weight_cls else m.new_zeros(num_samples)
+            m_reg = m[pos, 1] if self.weight_reg else m.new_zeros(num_pos)
+            m_mask = m[pos, 2] if mask_loss is not None else None
+        else:
+            m_cls, m_reg = cls_loss.new_zeros(num_samples), reg_loss.new_zeros(num_pos)
+            m_mask = mask_loss.new_zeros(mask_loss.shape) if mask_loss is not None else None
+        return SampleWeights(
+            m_cls=m_cls,
+            m_reg=m_reg,
+            cls=sample_weights(m_cls, self.form),
+            reg=sample_weights(m_reg, self.form),
+            m_mask=m_mask,
+            mask=None if m_mask is None else sample_weights(m_mask, self.form),
+        )
+
+    def regulariser(self, weights: SampleWeights, pos: Tensor) -> Tensor:
+        """``lam`` times the mean of m over each group: m_cls over all samples ("all", "none") or
+        over positives and negatives separately ("pos_neg"), m_reg (and m_mask) over positives; only
+        the weighted tasks of an enabled SWN (else 0).
+
+        Args:
+            weights: :meth:`weights` of the batch; pos: (S,) bool.
         """
         groups = []
         if self.enabled and self.weight_cls:
-            groups += [m_cls] if self.cls_average == "all" else [m_cls[pos_mask], m_cls[~pos_mask]]
+            m_cls = weights.m_cls
+            groups += [m_cls[pos], m_cls[~pos]] if self.cls_average == "pos_neg" else [m_cls]
         if self.enabled and self.weight_reg:
-            groups.append(m_reg)
-        if self.enabled and m_mask is not None:
-            groups.append(m_mask)
-        return swn_regulariser(groups, self.lam) if groups else m_cls.new_zeros(())
+            groups.append(weights.m_reg)
+        if self.enabled and weights.m_mask is not None:
+            groups.append(weights.m_mask)
+        return swn_regulariser(groups, self.lam) if groups else weights.m_cls.new_zeros(())
 
 
-def log_weights(cls_weights, reg_weights, m_cls, m_reg, pos_mask, mask_weights=None, m_mask=None, prefix="swn"):
-    """Mean classification weight of positives / negatives, mean regression weight, and
+def log_weights(weights: SampleWeights, pos: Tensor, prefix: str = "swn") -> None:
+    """Mean classification weight of positives / negatives, mean regression (and mask) weight, and
     mean/min/max of m per task, into the EventStorage."""
     with torch.no_grad():
         scalars = {
-            f"{prefix}/cls_weight_pos": _mean(cls_weights[pos_mask]).item(),
-            f"{prefix}/cls_weight_neg": _mean(cls_weights[~pos_mask]).item(),
-            f"{prefix}/reg_weight": _mean(reg_weights).item(),
+            f"{prefix}/cls_weight_pos": _mean(weights.cls[pos]).item(),
+            f"{prefix}/cls_weight_neg": _mean(weights.cls[~pos]).item(),
+            f"{prefix}/reg_weight": _mean(weights.reg).item(),
         }
-        if mask_weights is not None:
-            scalars[f"{prefix}/mask_weight"] = _mean(mask_weights).item()
-        for task, m in (("cls", m_cls), ("reg", m_reg), ("mask", m_mask)):
+        if weights.mask is not None:
+            scalars[f"{prefix}/mask_weight"] = _mean(weights.mask).item()
+        for task, m in (("cls", weights.m_cls), ("reg", weights.m_reg), ("mask", weights.m_mask)):
             if m is not None and m.numel() > 0:
                 scalars.update(
                     {
