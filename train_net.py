@@ -122,7 +122,8 @@ def do_train(args, cfg, device):
         model, train_loader, optim, checkpoint_dir=cfg.train.output_dir
     )
     checkpointer = SafeCheckpointer(
-        model, cfg.train.output_dir, trainer=trainer, allow_unsafe=getattr(args, "allow_unsafe_checkpoint", False)
+        model, cfg.train.output_dir, allow_unsafe=getattr(args, "allow_unsafe_checkpoint", False),
+        **trainer.checkpointables(),
     )
     trainer.register_hooks(
         [

@@ -11,22 +11,14 @@ import os
 from typing import Dict, List, Sequence
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
 
 from .data.mapper import DatasetMapper
 from .engine import apply_overrides_strict, select_device
+from .engine.checkpoint import SafeCheckpointer
 
 __all__ = ["load_config", "load_model", "annotated_inputs", "batches", "dense_head_outputs"]
-
-
-class _RecordingCheckpointer(DetectionCheckpointer):
-    """Detectron2's checkpointer, keeping the missing / unexpected keys it only logs."""
-
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
 
 
 def load_config(config_file: str, opts: Sequence[str] = ()):
@@ -36,36 +28,29 @@ def load_config(config_file: str, opts: Sequence[str] = ()):
     return apply_overrides_strict(LazyConfig.load(config_file), list(opts))
 
 
-def load_model(cfg, checkpoint: str, device: str = None, allow_missing: Sequence[str] = ()) -> torch.nn.Module:
-    """``cfg.model`` instantiated, with the weights of ``checkpoint``, in eval mode.
+def load_model(cfg, checkpoint: str, device: str = None) -> torch.nn.Module:
+    """``cfg.model`` instantiated, with the weights of ``checkpoint``, in eval mode: the one way the
+    tools load a trained model (through :class:`~detkit.engine.checkpoint.SafeCheckpointer`, as
+    ``train_net.py --eval-only`` does: weights-only unpickling, every weight of the model required).
 
     Args:
         cfg: a LazyConfig (see :func:`load_config`).
         checkpoint: a ``.pth`` written by ``train_net.py`` (or ``torch.save({"model": state_dict})``)
-            or anything else ``DetectionCheckpointer`` reads. Parameters the model does not have
-            (e.g. an SWN in a stock RetinaNet) are ignored.
+            or any other file the checkpointer reads. Parameters the model does not have (e.g. an
+            SWN in a stock RetinaNet: a method checkpoint runs in its stock model) are ignored.
         device: default ``cfg.train.device`` (CPU when no GPU is visible), else CPU.
-        allow_missing: prefixes of parameter names that may be missing from the checkpoint.
 
     Raises:
         FileNotFoundError: no such checkpoint.
-        ValueError: the checkpoint lacks parameters of the model (wrong ``--config-file`` for it):
-            the pictures would show randomly initialised weights.
+        CheckpointMismatchError (a ``ValueError``): the checkpoint lacks weights of the model (wrong
+            ``--config-file`` for it): the outputs would come from randomly initialised weights.
     """
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
     if device is None:
         device = select_device(str(cfg.train.get("device", "cpu"))) if "train" in cfg else "cpu"
     model = instantiate(cfg.model).to(device)
-    checkpointer = _RecordingCheckpointer(model)
-    checkpointer.load(checkpoint, checkpointables=[])
-    missing = [k for k in checkpointer.incompatible.missing_keys if not k.startswith(tuple(allow_missing))]
-    if missing:
-        raise ValueError(
-            f"--checkpoint {checkpoint} lacks {len(missing)} parameters of the config's model "
-            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): is it a checkpoint of "
-            f"this --config-file's model ({type(model).__name__})?"
-        )
+    SafeCheckpointer(model, require_complete=True).load(checkpoint, checkpointables=[])
     return model.eval()
 
 

@@ -180,8 +180,8 @@ class _NoisyToy(torch.nn.Module):
         self.net = _toy()
 
     def forward(self, batch):
-        x = torch.stack([d["x"] for d in batch])
-        drop = (torch.rand(x.shape) > 0.3).float()
+        x = torch.stack([d["x"] for d in batch]).to(next(self.parameters()).device)
+        drop = (torch.rand(x.shape, device=x.device) > 0.3).float()
         self.loss_normalizer = 0.9 * getattr(self, "loss_normalizer", 1.0) + 0.1 * float(x.sum())
         return {"loss_a": (self.net(x * drop) ** 2).mean() / self.loss_normalizer, "loss_b": self.net(x).abs().mean()}
 
@@ -193,13 +193,13 @@ class _UsesRNG(HookBase):
         torch.rand(3), np.random.rand(), torch.randperm(5)
 
 
-def _toy_run(out_dir, max_iter, seed, trainer_cls=CheckedSimpleTrainer, checkpointer_cls=SafeCheckpointer, crash_at=None, resume=False, **kw):
-    model = _NoisyToy()
+def _toy_run(out_dir, max_iter, seed, trainer_cls=CheckedSimpleTrainer, checkpointer_cls=SafeCheckpointer, crash_at=None, resume=False, on_cuda=False, **kw):
+    model = _NoisyToy().to("cuda" if on_cuda else "cpu")
     torch.manual_seed(seed), np.random.seed(seed)  # what differs between processes
     os.makedirs(out_dir, exist_ok=True)  # as train_net.py's default_setup
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     trainer = trainer_cls(model, _Stream(), opt, **kw)
-    ck = checkpointer_cls(model, str(out_dir), trainer=trainer)
+    ck = checkpointer_cls(model, str(out_dir), **(trainer.checkpointables() if hasattr(trainer, "checkpointables") else {"trainer": trainer}))
 
     class Crash(HookBase):
         def after_step(self):
@@ -217,18 +217,43 @@ def _toy_run(out_dir, max_iter, seed, trainer_cls=CheckedSimpleTrainer, checkpoi
     return model
 
 
-@pytest.mark.parametrize("amp", [False, True])
-def test_resume_is_bit_identical_and_checkpoint_loads_weights_only(tmp_path, amp):
-    kw = dict(trainer_cls=CheckedAMPTrainer, grad_scaler=torch.amp.GradScaler("cpu"), precision=torch.bfloat16) if amp else {}
+def _check_resume_is_bit_identical(tmp_path, **kw):
     ref = _toy_run(tmp_path / "ref", 7, seed=123, **kw)
     _toy_run(tmp_path / "run", 7, seed=123, crash_at=4, **kw)  # checkpoints at iterations 1 and 3
     resumed = _toy_run(tmp_path / "run", 7, seed=5, resume=True, **kw)  # a new process, other RNGs
     assert _state_equal(ref.state_dict(), resumed.state_dict())
     assert resumed.loss_normalizer == ref.loss_normalizer
+    return torch.load(tmp_path / "run" / "model_0000003.pth", weights_only=True)
 
-    ckpt = torch.load(tmp_path / "run" / "model_0000003.pth", weights_only=True)
-    assert set(ckpt["trainer"]) >= {"iteration", "optimizer", "rng", "model_ema"} | ({"grad_scaler"} if amp else set())
-    assert list(ckpt["trainer"]["model_ema"]) == [""] and list(ckpt["trainer"]["model_ema"][""]) == ["loss_normalizer"]
+
+def test_resume_is_bit_identical_and_checkpoint_loads_weights_only(tmp_path):
+    ckpt = _check_resume_is_bit_identical(tmp_path)
+    assert set(ckpt) >= {"model", "trainer", "rng", "model_ema"}  # the trainer's checkpointables
+    assert set(ckpt["trainer"]) >= {"iteration", "optimizer", "world_size"}
+    assert list(ckpt["model_ema"]["modules"]) == [""] and list(ckpt["model_ema"]["modules"][""]) == ["loss_normalizer"]
+
+
+def test_resume_from_a_checkpoint_with_rng_and_ema_inside_the_trainer_state(tmp_path):
+    """Checkpoints written before the RNG / EMA states became checkpointables still resume exactly."""
+    _toy_run(tmp_path / "ref", 7, seed=123)
+    ref = _toy_run(tmp_path / "ref2", 7, seed=123)
+    _toy_run(tmp_path / "run", 7, seed=123, crash_at=4)
+    for name in ("model_0000001.pth", "model_0000003.pth"):  # rewrite them in the old layout
+        path = tmp_path / "run" / name
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["trainer"]["rng"] = ckpt.pop("rng")
+        ckpt["trainer"]["model_ema"] = ckpt.pop("model_ema")["modules"]
+        torch.save(ckpt, path)
+    resumed = _toy_run(tmp_path / "run", 7, seed=5, resume=True)
+    assert _state_equal(ref.state_dict(), resumed.state_dict())
+    assert resumed.loss_normalizer == ref.loss_normalizer
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_amp_resume_is_bit_identical(tmp_path):
+    ckpt = _check_resume_is_bit_identical(tmp_path, trainer_cls=CheckedAMPTrainer, on_cuda=True)
+    assert "grad_scaler" in ckpt["trainer"]
 
 
 @pytest.mark.upstream
@@ -391,6 +416,8 @@ def test_nonfinite_loss_stops_with_terms_iteration_and_images(tmp_path):
     assert all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_nonfinite_loss_amp_trainer(tmp_path):
     class Head(torch.nn.Module):  # made to give an infinite term at iteration 1
         def __init__(self):
@@ -404,9 +431,8 @@ def test_nonfinite_loss_amp_trainer(tmp_path):
             return {"loss_ok": self.w.sum(), "loss_reg": self.w.sum() * bad}
 
     batches = [[{"image_id": 10 + i, "file_name": f"img{i}.png"}] for i in range(3)]
-    head = Head()
-    trainer = CheckedAMPTrainer(head, iter(batches), torch.optim.SGD(head.parameters(), lr=0.1),
-                                grad_scaler=torch.amp.GradScaler("cpu"), precision=torch.bfloat16)
+    head = Head().cuda()
+    trainer = CheckedAMPTrainer(head, iter(batches), torch.optim.SGD(head.parameters(), lr=0.1))
     with pytest.raises(NonFiniteLossError, match=r"(?s)iteration 1:\n  loss_reg = inf \(finite: loss_ok = 1.6\).*image_id 11 \(img1.png\)"):
         trainer.train(0, 3)
 
@@ -513,7 +539,7 @@ def test_kill_9_during_training_then_resume_equals_uninterrupted_run(tmp_path):
         assert x.keys() == y.keys()
         for k in x:
             torch.testing.assert_close(x[k], y[k], rtol=1e-5, atol=1e-10, msg=k)
-    assert a["trainer"]["model_ema"] == b["trainer"]["model_ema"]  # RetinaNet's loss normaliser
+    assert a["model_ema"] == b["model_ema"]  # RetinaNet's loss normaliser
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """swn.optimizer: SGD (detector) + Adam (SWN) as one optimizer under Detectron2's LR schedule,
 gradient clipping, GradScaler and checkpoint / resume."""
 import io
+import os
 import itertools
 import warnings
 
@@ -258,8 +259,7 @@ def test_state_view_and_closure():
     w = model.swn[0].weight
     assert opt.state[w]["exp_avg"] is opt["swn"].state[w]["exp_avg"]
     assert opt.state.get(torch.zeros(1)) is None
-    with pytest.raises(KeyError):
-        opt.state[torch.zeros(1)]
+    assert opt["detector"].state is opt.state and opt["swn"].state is opt.state  # one shared state
 
 
 def _states_equal(a, b):
@@ -295,7 +295,7 @@ def test_state_dict_round_trip_through_weights_only_load():
             }
         params = [p for g in child.param_groups for p in g["params"]]
         params2 = [p for g in child2.param_groups for p in g["params"]]
-        assert len(child2.state) == len(child.state) == len(params)
+        assert all(p in child.state for p in params) and all(p2 in child2.state for p2 in params2)
         for p, p2 in zip(params, params2):
             _states_equal(child.state[p], child2.state[p2])
     adam_state = opt2["swn"].state[model2.swn[0].weight]
@@ -309,10 +309,29 @@ def test_state_dict_round_trip_through_weights_only_load():
     _train_steps(model2, opt2, sched2, 1, batch)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters()))
 
-    with pytest.raises(ValueError, match="not a CombinedOptimizer state dict"):
-        opt2.load_state_dict(opt["detector"].state_dict())
+    detector_only = {"state": {}, "param_groups": loaded["param_groups"][:-1]}
+    with pytest.raises(ValueError, match="different number of parameter groups"):
+        opt2.load_state_dict(detector_only)
+
+
+def test_state_dict_of_the_former_per_child_layout_loads():
+    """Checkpoints written when the state dict was {"optimizers": {name: child.state_dict()}} (before
+    #12) continue bit-identically. The file holds Toy()'s weights and _build's state dict after two
+    steps on _batch() with that CombinedOptimizer, and the weights after a third step."""
+    saved = torch.load(os.path.join(os.path.dirname(__file__), "data", "swn_combined_optimizer_per_child_layout.pt"),
+                       weights_only=True)
+    assert list(saved["optimizer"]) == ["optimizers"]
+    model = Toy(seed=1)
+    model.load_state_dict(saved["model"])
+    opt = _build(model)
+    opt.load_state_dict(saved["optimizer"])
+    loss = sum(model(_batch()).values())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert all(torch.equal(v, saved["model_after_next_step"][k]) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="optimizers"):
-        opt2.load_state_dict({"optimizers": {"swn": loaded["optimizers"]["swn"]}})
+        opt.load_state_dict({"optimizers": {"swn": saved["optimizer"]["optimizers"]["swn"]}})
 
 
 def test_resume_equivalence_by_hand():

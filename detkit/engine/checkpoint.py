@@ -82,7 +82,7 @@ class UnsafeCheckpointError(CheckpointError):
     numbers, strings and containers), which can run arbitrary code."""
 
 
-class CheckpointMismatchError(CheckpointError):
+class CheckpointMismatchError(CheckpointError, ValueError):
     """The checkpoint does not fit the model (another architecture, or incomplete where the whole
     model is needed)."""
 

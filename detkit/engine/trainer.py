@@ -1,10 +1,11 @@
 """Detectron2's training loop, made to stop clearly on a non-finite loss and to resume exactly.
 
 :class:`CheckedSimpleTrainer` and :class:`CheckedAMPTrainer` are Detectron2's ``SimpleTrainer`` and
-``AMPTrainer`` (same constructor, same step: forward, zero_grad, backward, ``after_backward``,
-metrics, optimizer step) plus:
+``AMPTrainer`` (same constructor, Detectron2's own ``run_step``) plus, by composition over public
+API:
 
-* **A finite-loss check before the backward pass.** A NaN or infinite loss term raises
+* **A finite-loss check before the backward pass**, as a forward hook on the model
+  (:class:`FiniteLossCheck`). A NaN or infinite loss term raises
   :class:`NonFiniteLossError` naming the term(s), the iteration, the image ids and file names of
   the batch (with a note on images or boxes that themselves hold NaN/inf) and the last checkpoint.
   Detectron2 notices only in ``write_metrics``, after the backward pass, with the loss values
@@ -19,8 +20,9 @@ metrics, optimizer step) plus:
   iteration, but restarts the data loader at the beginning of its (seeded) stream, draws fresh
   random augmentations and proposal samples, and restarts RetinaNet's positive-count EMA (a plain
   attribute) at 100, so a resumed run ends with other weights than an uninterrupted one. Here the
-  trainer's state dict also holds the RNG states (torch CPU and CUDA, numpy, ``random``) and
-  ``DenseDetector`` EMA attributes (``loss_normalizer``), and ``train(start_iter>0)`` first replays
+  RNG states (torch CPU and CUDA, numpy, ``random``: :class:`TrainingRNG`) and the
+  ``DenseDetector`` EMA attributes (``loss_normalizer``: :class:`ModelEMAState`) are checkpointables
+  of their own (``SafeCheckpointer(model, dir, **trainer.checkpointables())``), and ``train(start_iter>0)`` first replays
   the first ``start_iter`` batches of the data loader (loading and augmenting them, no training:
   the price is the data-loading time of those iterations, logged) and then restores the RNG
   states. The ``after_step`` hooks run on a copy of the RNG states (restored afterwards), so that
@@ -36,7 +38,6 @@ import logging
 import os
 import random
 import time
-from contextlib import nullcontext
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -52,7 +53,10 @@ from .checkpoint import nonfinite_tensors
 __all__ = [
     "CheckedAMPTrainer",
     "CheckedSimpleTrainer",
+    "FiniteLossCheck",
+    "ModelEMAState",
     "NonFiniteLossError",
+    "TrainingRNG",
     "capture_rng_state",
     "describe_images",
     "nonfinite_loss_terms",
@@ -271,73 +275,104 @@ def load_ema_state(model: torch.nn.Module, state: Mapping[str, Mapping[str, floa
 # ----------------------------------------------------------------------------------- trainers
 
 
+class FiniteLossCheck:
+    """A forward hook that raises :class:`NonFiniteLossError` (:func:`check_finite_losses`) when a
+    training forward pass returns a NaN / infinite loss term: it runs right after the model's
+    forward, before the trainer's backward pass. Evaluation (``model.training`` False) is not
+    checked. Register it with ``model.register_forward_hook(FiniteLossCheck(...))``.
+
+    Args:
+        checkpoint_dir: the checkpointer's folder, named in the message.
+    """
+
+    def __init__(self, checkpoint_dir: Optional[str] = None):
+        self.checkpoint_dir = checkpoint_dir
+
+    def __call__(self, module: torch.nn.Module, args, output) -> None:
+        if not module.training or not args:
+            return
+        loss_dict = output if isinstance(output, Mapping) else {"total_loss": output}
+        check_finite_losses(loss_dict, args[0], get_event_storage().iter, module, self.checkpoint_dir)
+
+
+class TrainingRNG:
+    """The global RNG states of this process as a checkpointable (``state_dict`` /
+    ``load_state_dict``), for ``Checkpointer(..., rng=trainer.rng)``.
+
+    Saved: the states at the end of the last training step (:meth:`capture_step_end`), so that a
+    checkpoint written by an ``after_step`` hook holds the state the next iteration starts with.
+    Loaded states are kept in :attr:`pending` until the trainer applies them (after replaying the
+    data of the skipped iterations, which draws from the same RNGs).
+    """
+
+    def __init__(self):
+        self.at_step_end: Optional[Dict[str, Any]] = None
+        self.pending: Optional[Dict[str, Any]] = None
+
+    def capture_step_end(self) -> None:
+        self.at_step_end = capture_rng_state()
+
+    def state_dict(self) -> Dict[str, Any]:
+        rng = self.at_step_end if self.at_step_end is not None else capture_rng_state()
+        return dict(rng_state_for_checkpoint(rng), rank=comm.get_rank())
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.pending = state
+
+
+class ModelEMAState:
+    """The :data:`EMA_ATTRIBUTES` of a model's modules as a checkpointable, for
+    ``Checkpointer(..., model_ema=trainer.model_ema)``; loading sets them at once (on a rank other
+    than the one that saved them, only the all-process ones, see :func:`load_ema_state`)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"rank": comm.get_rank(), "modules": ema_state(self.model)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        load_ema_state(self.model, state["modules"], saved_by_this_rank=state.get("rank", 0) == comm.get_rank())
+
+
 class _CheckedTrainerMixin:
-    """What :class:`CheckedSimpleTrainer` and :class:`CheckedAMPTrainer` add (module docstring)."""
+    """What :class:`CheckedSimpleTrainer` and :class:`CheckedAMPTrainer` add (module docstring), by
+    composition: a :class:`FiniteLossCheck` forward hook on the model, the RNG and EMA states as
+    checkpointables (:meth:`checkpointables`), and the data replay before the first resumed step."""
 
     def _init_checks(self, checkpoint_dir: Optional[str], replay_data_on_resume: bool) -> None:
-        self.checkpoint_dir = checkpoint_dir
         self.replay_data_on_resume = replay_data_on_resume
-        self._rng_at_step_end: Optional[Dict[str, Any]] = None
-        self._resume_state: Optional[Dict[str, Any]] = None
+        self.rng = TrainingRNG()
+        self.model_ema = ModelEMAState(self.model)
+        self._saved_world_size: Optional[int] = None
+        self.model.register_forward_hook(FiniteLossCheck(checkpoint_dir))
 
-    # -- one step (SimpleTrainer.run_step / AMPTrainer.run_step with the check before backward)
-
-    def _autocast(self):
-        return nullcontext()
-
-    def _backward(self, losses: torch.Tensor) -> None:
-        losses.backward()
-
-    def _optimizer_step(self) -> None:
-        self.optimizer.step()
-
-    def run_step(self):
-        assert self.model.training, f"[{type(self).__name__}] model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-        if self.zero_grad_before_forward:
-            self.optimizer.zero_grad()
-        with self._autocast():
-            loss_dict = self.model(data)
-            if isinstance(loss_dict, torch.Tensor):
-                losses = loss_dict
-                loss_dict = {"total_loss": loss_dict}
-            else:
-                losses = sum(loss_dict.values())
-        check_finite_losses(loss_dict, data, self.iter, self.model, self.checkpoint_dir)
-        if not self.zero_grad_before_forward:
-            self.optimizer.zero_grad()
-        self._backward(losses)
-        self.after_backward()
-        if self.async_write_metrics:
-            self.concurrent_executor.submit(self._write_metrics, loss_dict, data_time, iter=self.iter)
-        else:
-            self._write_metrics(loss_dict, data_time)
-        self._optimizer_step()
-
-    # -- exact resume
+    def checkpointables(self) -> Dict[str, Any]:
+        """What a checkpointer needs to save and resume this run exactly:
+        ``SafeCheckpointer(model, output_dir, **trainer.checkpointables())``."""
+        return {"trainer": self, "rng": self.rng, "model_ema": self.model_ema}
 
     def after_step(self):
-        self._rng_at_step_end = capture_rng_state()
+        # the after_step hooks (evaluation, checkpoints) run on a copy of the RNG states
+        self.rng.capture_step_end()
         try:
             super().after_step()
         finally:
-            restore_rng_state(self._rng_at_step_end)
-            self._rng_at_step_end = None
+            restore_rng_state(self.rng.at_step_end)
+            self.rng.at_step_end = None
 
     def state_dict(self):
-        ret = super().state_dict()
-        rng = self._rng_at_step_end if self._rng_at_step_end is not None else capture_rng_state()
-        ret["rng"] = dict(rng_state_for_checkpoint(rng), rank=comm.get_rank())
-        ret["model_ema"] = ema_state(self.model)
-        ret["world_size"] = comm.get_world_size()
-        return ret
+        return dict(super().state_dict(), world_size=comm.get_world_size())
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
-        self._resume_state = {"rng": state_dict.get("rng"), "model_ema": state_dict.get("model_ema"),
-                              "world_size": state_dict.get("world_size")}
+        self._saved_world_size = state_dict.get("world_size")
+        # checkpoints written before the RNG and EMA states became checkpointables of their own
+        if "rng" in state_dict and self.rng.pending is None:
+            self.rng.load_state_dict(state_dict["rng"])
+        if state_dict.get("model_ema"):
+            rank = state_dict.get("rng", {}).get("rank", 0)
+            self.model_ema.load_state_dict({"rank": rank, "modules": state_dict["model_ema"]})
 
     def train(self, start_iter: int, max_iter: int):
         if start_iter > 0:
@@ -345,8 +380,7 @@ class _CheckedTrainerMixin:
         return super().train(start_iter, max_iter)
 
     def _continue_at(self, start_iter: int) -> None:
-        saved_world = (self._resume_state or {}).get("world_size")
-        world = comm.get_world_size()
+        saved_world, world = self._saved_world_size, comm.get_world_size()
         if saved_world is not None and saved_world != world:
             logger.warning(
                 f"Resuming a run trained with {saved_world} process(es) with {world}: the images of each "
@@ -372,21 +406,18 @@ class _CheckedTrainerMixin:
                 f"Resuming at iteration {start_iter} without replaying the data: the data loader "
                 "starts its stream again, so the run differs from an uninterrupted one."
             )
-        state, self._resume_state = self._resume_state or {}, None
+        rng, self.rng.pending = self.rng.pending, None
         rank = comm.get_rank()
-        rng = state.get("rng")
         if rng is None:
             logger.warning(
-                "The checkpoint holds no RNG state (written by another trainer): random "
-                "augmentations and sampling after the resume differ from an uninterrupted run."
+                "The checkpoint holds no RNG state (written by another trainer, or a checkpointer "
+                "without trainer.checkpointables()): random augmentations and sampling after the "
+                "resume differ from an uninterrupted run."
             )
         elif rng.get("rank", 0) == rank:
             restore_rng_state(rng)
         else:
             logger.info(f"RNG state of rank {rng.get('rank', 0)} in the checkpoint; rank {rank} keeps its own.")
-        saved_rank = rng.get("rank", 0) if rng is not None else 0
-        if state.get("model_ema"):
-            load_ema_state(self.model, state["model_ema"], saved_by_this_rank=(saved_rank == rank))
 
 
 class CheckedSimpleTrainer(_CheckedTrainerMixin, SimpleTrainer):
@@ -404,30 +435,14 @@ class CheckedSimpleTrainer(_CheckedTrainerMixin, SimpleTrainer):
 
 
 class CheckedAMPTrainer(_CheckedTrainerMixin, AMPTrainer):
-    """``AMPTrainer`` with the finite-loss check and exact resume. Autocast runs on the device
-    type of the model's parameters (CUDA in train_net.py; on the CPU, pass a
-    ``torch.amp.GradScaler("cpu")`` and ``precision=torch.bfloat16``)."""
+    """``AMPTrainer`` (CUDA only, as Detectron2's) with the finite-loss check and exact resume."""
 
     def __init__(self, model, data_loader, optimizer, *, checkpoint_dir=None, replay_data_on_resume=True, **kwargs):
+        device = next(_unwrap(model).parameters()).device.type
+        if device != "cuda":
+            raise ValueError(
+                f"CheckedAMPTrainer: the model is on the {device}; Detectron2's AMPTrainer (autocast and "
+                "loss scaling) needs CUDA. Train in float32 there (train_net.py uses AMP only on CUDA)."
+            )
         super().__init__(model, data_loader, optimizer, **kwargs)
         self._init_checks(checkpoint_dir, replay_data_on_resume)
-        self._amp_device = next(_unwrap(model).parameters()).device.type
-        if self._amp_device == "cpu" and self.precision == torch.float16:
-            raise ValueError(
-                "CheckedAMPTrainer on the CPU with precision=torch.float16: float16 needs a working loss "
-                "scaler, which on the CPU is disabled without a word (gradients underflow to 0). Use "
-                "precision=torch.bfloat16 (and torch.amp.GradScaler('cpu')), or train in float32 "
-                "(train_net.py uses AMP only on CUDA)."
-            )
-
-    def _autocast(self):
-        return torch.autocast(device_type=self._amp_device, dtype=self.precision)
-
-    def _backward(self, losses: torch.Tensor) -> None:
-        self.grad_scaler.scale(losses).backward()
-        if self.log_grad_scaler:
-            get_event_storage().put_scalar("[metric]grad_scaler", self.grad_scaler.get_scale())
-
-    def _optimizer_step(self) -> None:
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()

@@ -22,7 +22,6 @@ where the paper is silent:
 import contextlib
 import copy
 import math
-import os
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
@@ -217,10 +216,10 @@ def analyze_checkpoint(
     """:func:`confidence_iou_analysis` of a LazyConfig model loaded from ``checkpoint`` (``None``:
     the freshly initialised model), on ``dataset`` (default: the config's test set), first
     ``num_images`` images (default all), with the config's test mapper."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import instantiate
     from detectron2.data import get_detection_dataset_dicts
 
+    from ..analysis import load_model
     from ..data.coco_files import ensure_prepared
     from ..engine import select_device
 
@@ -236,12 +235,10 @@ def analyze_checkpoint(
             raise ValueError(f"num_images must be >= 1, got {num_images}")
         dicts = dicts[:num_images]
     mapper = instantiate(cfg.dataloader.test.mapper)
-    model = instantiate(cfg.model)
-    model.to(select_device(cfg.train.get("device", "cuda")))
     if checkpoint is not None:
-        if not os.path.isfile(checkpoint):  # the checkpointer would silently keep the random init
-            raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
-        DetectionCheckpointer(model).load(checkpoint)
+        model = load_model(cfg, checkpoint, device=select_device(cfg.train.get("device", "cuda")))
+    else:
+        model = instantiate(cfg.model).to(select_device(cfg.train.get("device", "cuda")))
     result = confidence_iou_analysis(model, dicts, mapper, top_fraction=top_fraction, class_aware=class_aware)
     result["dataset"] = dataset
     result["checkpoint"] = checkpoint

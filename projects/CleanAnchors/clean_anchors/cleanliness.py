@@ -153,7 +153,7 @@ def _mean(x: Tensor, counts: Optional[Tensor]) -> Tensor:
 def soft_labels(
     loc_a: Tensor,
     cls_c: Tensor,
-    alpha: float,
+    loc_weight: float,
     mode: str = "official",
     eps: float = 1e-6,
     counts: Optional[Tensor] = None,
@@ -163,12 +163,13 @@ def soft_labels(
     Args:
         loc_a: (P,) localisation accuracy in [0, 1] of the positives.
         cls_c: (P,) classification confidence in [0, 1] of the positives.
-        alpha: weight of localisation (paper Eq. 3; Algorithm 1 has the two swapped).
+        loc_weight: weight of localisation, the paper's alpha (Eq. 3; Algorithm 1 has the two
+            swapped; ``CleanlinessConfig.alpha``). Not the focal loss alpha.
         mode: ``"official"`` (the authors' code): divide ``loc_a`` and ``cls_c`` by their own means,
-            combine as ``alpha * loc + (1 - alpha) * cls``, then min-max rescale to
+            combine as ``loc_weight * loc + (1 - loc_weight) * cls``, then min-max rescale to
             ``[mean(loc_a), 1]``, so the cleanest positive gets target 1; when all combined scores
             are equal (one positive, say) every target is 1.
-            ``"paper"``: ``alpha * loc_a + (1 - alpha) * cls_c`` (Eq. 3 as written).
+            ``"paper"``: ``loc_weight * loc_a + (1 - loc_weight) * cls_c`` (Eq. 3 as written).
         counts: (P,) how many times each positive counts in the means (the authors' code keeps
             (ground truth, anchor) pairs: an anchor in k top-N lists counts k times); None: once.
             Min and max do not depend on it.
@@ -178,13 +179,13 @@ def soft_labels(
     """
     loc_a, cls_c = at_least_float32(loc_a, cls_c)  # half precision: see reweight
     if mode == "paper":
-        return alpha * loc_a + (1 - alpha) * cls_c
+        return loc_weight * loc_a + (1 - loc_weight) * cls_c
     if mode != "official":
         raise ValueError(f"soft_labels: mode must be 'official' or 'paper', got {mode!r}")
     if loc_a.numel() == 0:
         return loc_a.clone()
     floor = _mean(loc_a, counts)
-    combined = alpha * loc_a / floor.clamp_min(eps) + (1 - alpha) * cls_c / _mean(cls_c, counts).clamp_min(eps)
+    combined = loc_weight * loc_a / floor.clamp_min(eps) + (1 - loc_weight) * cls_c / _mean(cls_c, counts).clamp_min(eps)
     low, high = combined.min(), combined.max()
     span = high - low
     if span <= eps:
@@ -195,7 +196,7 @@ def soft_labels(
 def reweight(
     loc_a: Tensor,
     cls_c: Tensor,
-    alpha: float,
+    loc_weight: float,
     gamma: float = 1.0,
     eps: float = 1e-6,
     counts: Optional[Tensor] = None,
@@ -204,11 +205,13 @@ def reweight(
 
     ``f(x) = 1 / (1 - x)`` with ``x`` clamped to ``[0, 1 - eps]`` (the reference code has no clamp and
     gives infinity for a perfect IoU or probability); each f-term is divided by its mean;
-    ``r = (alpha * f(loc_a) + (1 - alpha) * f(cls_c)) ** gamma``, renormalised to mean 1 (a no-op
+    ``r = (loc_weight * f(loc_a) + (1 - loc_weight) * f(cls_c)) ** gamma``, renormalised to mean 1 (a no-op
     up to rounding for the code's gamma = 1).
 
     Args:
         loc_a, cls_c: (P,) in [0, 1].
+        loc_weight: weight of localisation, the paper's alpha (``CleanlinessConfig.alpha``).
+        gamma: the re-weighting exponent (not the focal loss gamma).
         counts: (P,) multiplicity of each positive in every mean, as in :func:`soft_labels`.
     Returns:
         (P,) positive weights with mean 1 (weighted by ``counts``; empty in, empty out).
@@ -222,7 +225,7 @@ def reweight(
         return 1.0 / (1.0 - x.clamp(0.0, 1.0 - eps))
 
     f_loc, f_cls = f(loc_a), f(cls_c)
-    r = (alpha * f_loc / _mean(f_loc, counts) + (1 - alpha) * f_cls / _mean(f_cls, counts)) ** gamma
+    r = (loc_weight * f_loc / _mean(f_loc, counts) + (1 - loc_weight) * f_cls / _mean(f_cls, counts)) ** gamma
     return r / _mean(r, counts)
 
 

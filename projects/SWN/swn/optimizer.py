@@ -5,15 +5,13 @@ detector keeps its SGD; both follow the one learning-rate schedule. Detectron2's
 scheduler hook, gradient clipping and checkpointer all handle exactly one ``torch.optim.Optimizer``,
 so :class:`CombinedOptimizer` presents several optimizers as one:
 
-* ``param_groups`` is the concatenation of the children's param-group dicts (the same dict objects,
-  read afresh on every access, so it stays right after a child's ``load_state_dict`` replaces
-  them). ``LRMultiplier`` therefore stores each group's own ``initial_lr`` (SGD's and Adam's) and
-  scales them all by the same multiplier; ``add_gradient_clipping`` and ``GradScaler.unscale_``
-  see the parameters of every child.
-* ``step()`` / ``zero_grad()`` run every child's; ``state`` is a view of all the children's state.
-* ``state_dict()`` is ``{"optimizers": {name: child.state_dict()}}`` (plain tensors and Python
-  containers: it survives ``torch.load(weights_only=True)``); ``load_state_dict`` checks that the
-  names and group shapes match before loading any child.
+* ``param_groups`` is the concatenation of the children's param-group dicts (the same dict
+  objects: it is a torch ``Optimizer`` built on them), so ``LRMultiplier`` stores each group's own
+  ``initial_lr`` (SGD's and Adam's) and scales them all by the same multiplier;
+  ``add_gradient_clipping`` and ``GradScaler.unscale_`` see the parameters of every child.
+* ``step()`` steps every child; ``state`` is one dict that the children share.
+* ``state_dict()`` / ``load_state_dict()`` are torch's own (plain tensors and Python containers: it
+  survives ``torch.load(weights_only=True)``; the groups carry each child's hyper-parameters).
 
 LazyConfig (``train_net.py`` sets ``cfg.optimizer.params.model = model`` before ``instantiate``, as
 for Detectron2's SGD config, so it needs no change)::
@@ -48,7 +46,7 @@ unscaled gradients. A ``fused=True`` child is stepped on the already unscaled gr
 correct but gives up the fused unscale.
 """
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -66,77 +64,26 @@ __all__ = [
 ]
 
 
-class _CombinedState(MutableMapping):
-    """``CombinedOptimizer.state``: one mapping over the children's per-parameter state.
-
-    Like ``Optimizer.state`` (a ``defaultdict(dict)``) reading a parameter that a child optimizes
-    but has no state for yet returns (and stores) an empty dict in that child; a tensor that no
-    child optimizes raises ``KeyError``. ``in`` and ``get`` never create entries.
-    """
-
-    def __init__(self, optimizers: Sequence[Optimizer]):
-        self._optimizers = optimizers
-
-    def _with_state(self, key) -> Optimizer | None:
-        for opt in self._optimizers:
-            if key in opt.state:
-                return opt
-        return None
-
-    def _owner(self, key) -> Optimizer:
-        opt = self._with_state(key)
-        if opt is not None:
-            return opt
-        for opt in self._optimizers:
-            if any(p is key for g in opt.param_groups for p in g["params"]):
-                return opt
-        raise KeyError("the tensor is not optimized by any child of this CombinedOptimizer")
-
-    def __getitem__(self, key):
-        return self._owner(key).state[key]
-
-    def __setitem__(self, key, value):
-        self._owner(key).state[key] = value
-
-    def __delitem__(self, key):
-        opt = self._with_state(key)
-        if opt is None:
-            raise KeyError("no state for this tensor")
-        del opt.state[key]
-
-    def __contains__(self, key) -> bool:
-        return self._with_state(key) is not None
-
-    def get(self, key, default=None):
-        opt = self._with_state(key)
-        return default if opt is None else opt.state[key]
-
-    def __iter__(self) -> Iterator:
-        for opt in self._optimizers:
-            yield from opt.state
-
-    def __len__(self) -> int:
-        return sum(len(opt.state) for opt in self._optimizers)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self)} tensors with state)"
-
-
 class CombinedOptimizer(Optimizer):
     """Several optimizers that act as one ``torch.optim.Optimizer`` (see the module docstring).
 
-    Args:
-        optimizers: ``{name: optimizer}`` (names key the state dict), or a sequence (named
-            ``"0"``, ``"1"``, ...). A parameter may belong to one child only. Children must not
-            need a closure that is evaluated several times (LBFGS): ``step(closure)`` evaluates the
-            closure once, then steps every child without it.
+    Built with ``Optimizer.__init__`` on the children's own param-group dicts (torch keeps the dict
+    objects), so that ``param_groups``, ``state``, ``zero_grad``, ``state_dict`` and
+    ``load_state_dict`` are torch's own; each child keeps its slice of the groups and shares the
+    one ``state`` dict (a parameter's state is where the child that optimizes it looks). ``step``
+    steps every child.
 
-    ``add_param_group`` is not supported: add the group to a child (it then shows up here).
+    Args:
+        optimizers: ``{name: optimizer}`` or a sequence (named ``"0"``, ``"1"``, ...). A parameter
+            may belong to one child only. Children must not need a closure that is evaluated
+            several times (LBFGS): ``step(closure)`` evaluates the closure once, then steps every
+            child without it.
+
+    ``add_param_group`` is not supported: build the combined optimizer from children that have
+    all their groups.
     """
 
     def __init__(self, optimizers: Mapping[str, Optimizer] | Sequence[Optimizer]):
-        # Optimizer.__init__ would build its own param groups; set up only what the base class needs
-        # (hook dicts, the profiling/hook wrapper around `step`), as Optimizer.__setstate__ does.
         if isinstance(optimizers, Mapping):
             named = OrderedDict((str(k), v) for k, v in optimizers.items())
         else:
@@ -156,24 +103,18 @@ class CombinedOptimizer(Optimizer):
                             "optimizer"
                         )
                     seen[id(p)] = name
-        self.__setstate__({"defaults": {}, "_optimizers": named})
+        super().__init__([g for opt in named.values() for g in opt.param_groups], defaults={})
+        self._optimizers = named
+        self._share_groups_and_state()
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Not the instance dict: LRScheduler stores a wrapped `step` there (a weakref closure).
-        return {"defaults": self.defaults, "_optimizers": self._optimizers}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for key in (
-            "_optimizer_step_pre_hooks",
-            "_optimizer_step_post_hooks",
-            "_optimizer_state_dict_pre_hooks",
-            "_optimizer_state_dict_post_hooks",
-            "_optimizer_load_state_dict_pre_hooks",
-            "_optimizer_load_state_dict_post_hooks",
-        ):
-            state.setdefault(key, OrderedDict())
-        self.__dict__.update(state)
-        self._patch_step_function()
+    def _share_groups_and_state(self) -> None:
+        """Point every child at its slice of ``param_groups`` and at the one ``state``."""
+        start = 0
+        for opt in self._optimizers.values():
+            count = len(opt.param_groups)
+            opt.param_groups = self.param_groups[start : start + count]
+            opt.state = self.state
+            start += count
 
     @property
     def optimizers(self) -> Mapping[str, Optimizer]:
@@ -183,32 +124,16 @@ class CombinedOptimizer(Optimizer):
     def __getitem__(self, name: str) -> Optimizer:
         return self._optimizers[name]
 
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [g for opt in self._optimizers.values() for g in opt.param_groups]
-
-    @param_groups.setter
-    def param_groups(self, value):
-        raise AttributeError(
-            "CombinedOptimizer.param_groups is the children's groups: change a group dict in place "
-            "or a child optimizer"
-        )
-
-    @property
-    def state(self) -> _CombinedState:
-        return _CombinedState(list(self._optimizers.values()))
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(super().__getstate__(), _optimizers=self._optimizers)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        raise NotImplementedError(
-            "CombinedOptimizer.add_param_group: add the group to one of its optimizers, "
-            f"{list(self._optimizers)}, e.g. combined['{next(iter(self._optimizers))}']"
-            ".add_param_group(...)"
-        )
-
-    @torch._disable_dynamo
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for opt in self._optimizers.values():
-            opt.zero_grad(set_to_none=set_to_none)
+        if getattr(self, "_optimizers", None) is not None:
+            raise NotImplementedError(
+                "CombinedOptimizer.add_param_group: add the group to one of its optimizers, "
+                f"{list(self._optimizers)}, before combining them"
+            )
+        super().add_param_group(param_group)
 
     def step(self, closure: Callable[[], Any] | None = None):
         loss = None
@@ -219,49 +144,14 @@ class CombinedOptimizer(Optimizer):
             opt.step()
         return loss
 
-    def state_dict(self) -> dict[str, Any]:
-        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
-            pre_hook(self)
-        state_dict = {
-            "optimizers": {name: opt.state_dict() for name, opt in self._optimizers.items()}
-        }
-        for post_hook in self._optimizer_state_dict_post_hooks.values():
-            result = post_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        return state_dict
-
-    @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
-            result = pre_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        if "optimizers" not in state_dict:
-            raise ValueError(
-                "not a CombinedOptimizer state dict (no 'optimizers' key; it has "
-                f"{sorted(state_dict)}): was the checkpoint written with a plain optimizer?"
-            )
-        saved = state_dict["optimizers"]
-        if list(saved) != list(self._optimizers):
-            raise ValueError(
-                f"the state dict is of optimizers {list(saved)}, this CombinedOptimizer has "
-                f"{list(self._optimizers)}"
-            )
-        # Check every child before loading any, so that a mismatch leaves everything untouched.
-        for name, opt in self._optimizers.items():
-            groups, saved_groups = opt.param_groups, saved[name]["param_groups"]
-            if [len(g["params"]) for g in groups] != [len(g["params"]) for g in saved_groups]:
-                raise ValueError(
-                    f"optimizer {name!r}: the state dict has param groups of sizes "
-                    f"{[len(g['params']) for g in saved_groups]}, the optimizer "
-                    f"{[len(g['params']) for g in groups]}"
-                )
-        for name, opt in self._optimizers.items():
-            opt.load_state_dict(saved[name])
-        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
-            post_hook(self)
+        """torch's ``Optimizer.load_state_dict`` (it checks the group sizes and replaces the group
+        dicts; the children are then pointed at the new ones). Also reads the per-child format of
+        checkpoints written before: ``{"optimizers": {name: child.state_dict()}}``."""
+        if "optimizers" in state_dict:
+            state_dict = _merged_state_dict(state_dict["optimizers"], list(self._optimizers))
+        super().load_state_dict(state_dict)
+        self._share_groups_and_state()
 
     def __repr__(self) -> str:
         children = "".join(
@@ -269,6 +159,21 @@ class CombinedOptimizer(Optimizer):
             for name, opt in self._optimizers.items()
         )
         return f"{type(self).__name__} ({children}\n)"
+
+
+def _merged_state_dict(children: Mapping[str, dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """One optimizer state dict from the children's (parameter ids renumbered in order)."""
+    if list(children) != names:
+        raise ValueError(f"the state dict is of optimizers {list(children)}, this CombinedOptimizer has {names}")
+    state, groups, offset = {}, [], 0
+    for name in names:
+        child = children[name]
+        ids = sorted({i for g in child["param_groups"] for i in g["params"]})
+        renumber = {i: offset + k for k, i in enumerate(ids)}
+        state.update({renumber[i]: v for i, v in child["state"].items()})
+        groups += [dict(g, params=[renumber[i] for i in g["params"]]) for g in child["param_groups"]]
+        offset += len(ids)
+    return {"state": state, "param_groups": groups}
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
