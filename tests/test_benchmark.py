@@ -74,7 +74,7 @@ def test_models_start_from_the_stock_weights(tmp_path, monkeypatch):
     assert any(k.startswith("swn.") for k in swn.model.state_dict())
     with pytest.raises(ValueError, match="not the stock model"):
         models.build_models([SYNTHETIC_RETINANETS[0], SYNTHETIC_RCNNS[0]], NO_IMAGENET)
-    with pytest.raises(FileNotFoundError, match=f"configs/Synthetic/missing.py: no such file .*relative to {REPO_ROOT}"):
+    with pytest.raises(FileNotFoundError, match=f"Synthetic/missing.py: no such file .*relative to {REPO_ROOT}"):
         models.build_models(["configs/Synthetic/missing.py"])
 
 

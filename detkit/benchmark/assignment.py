@@ -7,11 +7,11 @@ import time
 from dataclasses import dataclass
 from typing import List, Sequence
 
-import numpy as np
 import torch
 
 from .memory import MB, profiled_peak_bytes
 from .models import build_models, log
+from .stats import median
 
 R50_RETINANETS = [
     "configs/COCO-Detection/retinanet_R_50_FPN_1x.py",
@@ -120,7 +120,7 @@ def benchmark_assignment(
                 label, losses = steps[bench.name]
                 label_peak = profiled_peak_bytes(lambda: label(gt))
                 loss_peak = profiled_peak_bytes(lambda: losses(labelled[bench.name]))
-                label_s, loss_s = (float(np.median(t)) for t in times[bench.name])
+                label_s, loss_s = (median(t) for t in times[bench.name])
                 results.append(
                     AssignResult(bench.name, count, num_anchors, label_s, label_peak / MB, loss_s, loss_peak / MB)
                 )

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .models import BenchModel, sync
-from .stats import ratio_with_interval
+from .stats import median, ratio_with_interval
 
 
 @dataclass
@@ -123,20 +123,10 @@ def benchmark_inference(
     for name, _, check, dropped in contenders:
         ratio, low, high = ratio_with_interval(times[name], times[stock.name])
         same, count = check if check is not None else (True, 0)
-        results.append(
-            InferenceResult(
-                group=group,
-                checkpoint=name,
-                stock=stock.name,
-                iters=iters,
-                s_per_batch=float(np.median(times[name])) if times[name] else math.nan,
-                ratio=ratio,
-                ratio_low=low,
-                ratio_high=high,
-                detections_per_image=float(np.mean(detections[name])) if detections[name] else math.nan,
-                identical_detections=same,
-                detections_compared=count,
-                dropped_keys=dropped,
-            )
-        )
+        results.append(InferenceResult(
+            group=group, checkpoint=name, stock=stock.name, iters=iters, s_per_batch=median(times[name]),
+            ratio=ratio, ratio_low=low, ratio_high=high,
+            detections_per_image=float(np.mean(detections[name])) if detections[name] else math.nan,
+            identical_detections=same, detections_compared=count, dropped_keys=dropped,
+        ))
     return results

@@ -9,17 +9,6 @@ import torch
 MB = 2.0**20
 
 
-def _unique_tensor_bytes(tensors) -> int:
-    seen, total = set(), 0
-    for t in tensors:
-        if isinstance(t, torch.Tensor) and t.device.type == "cpu":
-            storage = t.untyped_storage()
-            if storage.data_ptr() not in seen:
-                seen.add(storage.data_ptr())
-                total += storage.nbytes()
-    return total
-
-
 def resident_bytes(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> int:
     """Bytes of the CPU tensors a training step starts with: parameters, buffers, gradients and
     optimizer state (each storage counted once)."""
@@ -28,7 +17,8 @@ def resident_bytes(model: torch.nn.Module, optimizer: Optional[torch.optim.Optim
     if optimizer is not None:
         for state in optimizer.state.values():
             tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
-    return _unique_tensor_bytes(tensors)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if t.device.type == "cpu"}
+    return sum(storages.values())
 
 
 def profiled_peak_bytes(fn: Callable[[], None], before: Optional[Callable[[], None]] = None) -> int:

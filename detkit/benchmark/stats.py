@@ -1,9 +1,15 @@
-"""The benchmark's one statistic: a ratio of paired medians with a percentile-bootstrap interval.
-(:func:`detkit.study.stats.bootstrap_interval` is another one: the mean of seed differences.)"""
+"""The benchmark's statistics: medians of timings and a ratio of paired medians with a
+percentile-bootstrap interval. (:func:`detkit.study.stats.bootstrap_interval` is another
+bootstrap: that of the mean of seed differences, drawn otherwise.)"""
 import math
 from typing import Sequence
 
 import numpy as np
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of ``values`` as a float; NaN when there are none."""
+    return float(np.median(values)) if len(values) else math.nan
 
 
 def ratio_with_interval(times: Sequence[float], reference: Sequence[float], resamples: int = 2000, seed: int = 0):

@@ -12,7 +12,7 @@ import torch
 
 from .memory import MB, profiled_peak_bytes, resident_bytes
 from .models import BenchModel, build_models, log, sync
-from .stats import ratio_with_interval
+from .stats import median, ratio_with_interval
 
 
 @dataclass
@@ -138,24 +138,10 @@ def benchmark_training(
     for runner, peak in zip(runners, peaks):
         ratio, low, high = ratio_with_interval(runner.wall, stock.wall)
         cpu_ratio, cpu_low, cpu_high = ratio_with_interval(runner.cpu, stock.cpu)
-        results.append(
-            TrainResult(
-                group=group,
-                model=runner.bench.name,
-                stock=stock.bench.name,
-                iters=iters,
-                warmup=warmup,
-                s_per_iter=float(np.median(runner.wall)) if runner.wall else math.nan,
-                ratio=ratio,
-                ratio_low=low,
-                ratio_high=high,
-                cpu_s_per_iter=float(np.median(runner.cpu)) if runner.cpu else math.nan,
-                cpu_ratio=cpu_ratio,
-                cpu_ratio_low=cpu_low,
-                cpu_ratio_high=cpu_high,
-                peak_mb=peak / MB,
-                peak_ratio=peak / peaks[0] if peaks[0] else math.nan,
-                images_per_iter=len(batches[0]),
-            )
-        )
+        results.append(TrainResult(
+            group=group, model=runner.bench.name, stock=stock.bench.name, iters=iters, warmup=warmup,
+            s_per_iter=median(runner.wall), ratio=ratio, ratio_low=low, ratio_high=high,
+            cpu_s_per_iter=median(runner.cpu), cpu_ratio=cpu_ratio, cpu_ratio_low=cpu_low, cpu_ratio_high=cpu_high,
+            peak_mb=peak / MB, peak_ratio=peak / peaks[0] if peaks[0] else math.nan, images_per_iter=len(batches[0]),
+        ))
     return results, runners
