@@ -8,7 +8,7 @@ configs) and keeps its annotations, so that a model's training-time statistics (
 cleanliness, SWN inputs) can be recomputed on it.
 """
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from detectron2.config import LazyConfig, instantiate
@@ -21,11 +21,15 @@ from .engine.checkpoint import SafeCheckpointer
 __all__ = ["load_config", "load_model", "annotated_inputs", "batches", "dense_head_outputs"]
 
 
-def load_config(config_file: str, opts: Sequence[str] = ()):
-    """A LazyConfig file with ``key=value`` overrides (strict, as in ``train_net.py``)."""
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"--config-file {config_file}: no such file")
-    return apply_overrides_strict(LazyConfig.load(config_file), list(opts))
+def load_config(config_file: str, opts: Sequence[str] = (), root: Optional[str] = None):
+    """A LazyConfig file with ``key=value`` overrides (strict, as in ``train_net.py``); a relative
+    ``config_file`` is relative to ``root`` when given (``tools/benchmark.py``: the repository),
+    else to the working directory."""
+    path = os.path.join(root, config_file) if root else config_file
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {config_file}: no such file (paths are relative to {root})" if root
+                                else f"--config-file {config_file}: no such file")
+    return apply_overrides_strict(LazyConfig.load(path), list(opts))
 
 
 def load_model(cfg, checkpoint: str, device: str = None) -> torch.nn.Module:

@@ -1,5 +1,6 @@
-"""tools/benchmark.py on tiny synthetic inputs: every section's functions run and return
-well-formed results (the numbers themselves are the benchmark's business, not the test's)."""
+"""detkit.benchmark (what tools/benchmark.py runs) on tiny synthetic inputs: every section's
+functions run and return well-formed results (the numbers themselves are the benchmark's business,
+not the test's); the command line's cuda section without a GPU."""
 import importlib.util
 import math
 import os
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
+from detkit.benchmark import assignment, inference, memory, models, stats, tables, training
 
 SYNTHETIC_RETINANETS = [
     "configs/Synthetic/retinanet_mnv2_fpn.py",
@@ -23,40 +25,46 @@ SYNTHETIC_RCNNS = [
 NO_IMAGENET = ["model.backbone.pretrained=False"]
 
 
-@pytest.fixture(scope="module")
-def bench():
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
     # One thread: on a loaded 2-core machine two OpenMP threads make these tiny steps 5-10x slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    spec = importlib.util.spec_from_file_location("benchmark", os.path.join(REPO_ROOT, "tools", "benchmark.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
+    yield
     torch.set_num_threads(threads)
 
 
-def test_ratio_with_interval(bench):
-    ratio, low, high = bench.ratio_with_interval([2.0, 2.2, 2.4, 9.0], [1.0, 1.1, 1.2, 1.0])
+@pytest.fixture(scope="module")
+def cli():
+    spec = importlib.util.spec_from_file_location("benchmark", os.path.join(REPO_ROOT, "tools", "benchmark.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ratio_with_interval():
+    ratio, low, high = stats.ratio_with_interval([2.0, 2.2, 2.4, 9.0], [1.0, 1.1, 1.2, 1.0])
     assert ratio == pytest.approx(2.3 / 1.05)  # medians 2.3 and 1.05
     assert low <= ratio <= high
-    assert all(math.isnan(v) for v in bench.ratio_with_interval([], []))
+    assert all(math.isnan(v) for v in stats.ratio_with_interval([], []))
     with pytest.raises(ValueError, match="same length"):
-        bench.ratio_with_interval([1.0], [1.0, 2.0])
+        stats.ratio_with_interval([1.0], [1.0, 2.0])
 
 
-def test_profiled_peak_bytes_counts_live_tensors(bench):
+def test_profiled_peak_bytes_counts_live_tensors():
     def fn():
         a = torch.ones(1 << 20)  # 4 MiB
         b = torch.ones(1 << 19)  # 2 MiB while a is alive: the peak
         del a, b
         torch.ones(1 << 20)  # 4 MiB after both were freed
 
-    peak = bench.profiled_peak_bytes(fn)
+    peak = memory.profiled_peak_bytes(fn)
     assert 6 * 2**20 <= peak < 6.5 * 2**20
 
 
-def test_models_start_from_the_stock_weights(bench):
-    stock, again, clean, swn = bench.build_models(SYNTHETIC_RETINANETS[:1] + SYNTHETIC_RETINANETS, NO_IMAGENET)
+def test_models_start_from_the_stock_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # config paths are relative to the repository, not to the working directory
+    stock, again, clean, swn = models.build_models(SYNTHETIC_RETINANETS[:1] + SYNTHETIC_RETINANETS, NO_IMAGENET)
     assert again.name == "retinanet_mnv2_fpn (again)"  # the A/A control of --control
     reference = stock.model.state_dict()
     for method in (again, clean, swn):
@@ -65,12 +73,14 @@ def test_models_start_from_the_stock_weights(bench):
         assert sorted(set(state) - set(reference)) == sorted(k for k in state if k.startswith("swn."))
     assert any(k.startswith("swn.") for k in swn.model.state_dict())
     with pytest.raises(ValueError, match="not the stock model"):
-        bench.build_models([SYNTHETIC_RETINANETS[0], SYNTHETIC_RCNNS[0]], NO_IMAGENET)
+        models.build_models([SYNTHETIC_RETINANETS[0], SYNTHETIC_RCNNS[0]], NO_IMAGENET)
+    with pytest.raises(FileNotFoundError, match=f"Synthetic/missing.py: no such file .*relative to {REPO_ROOT}"):
+        models.build_models(["configs/Synthetic/missing.py"])
 
 
-def test_load_batches_resizes_images_and_boxes(bench):
+def test_load_batches_resizes_images_and_boxes():
     (as_stored,), (resized,) = (
-        bench.load_batches("synthetic_train", batch_size=1, num_batches=1, image_size=size)
+        models.load_batches("synthetic_train", batch_size=1, num_batches=1, image_size=size)
         for size in (None, (64, 256))
     )
     assert as_stored[0]["image"].shape == (3, 128, 128) and resized[0]["image"].shape == (3, 64, 256)
@@ -79,7 +89,7 @@ def test_load_batches_resizes_images_and_boxes(bench):
     expected = as_stored[0]["instances"].gt_boxes.tensor * scale
     torch.testing.assert_close(resized[0]["instances"].gt_boxes.tensor, expected)
     with pytest.raises(ValueError, match="not enough"):
-        bench.load_batches("synthetic_train", batch_size=4, num_batches=100)
+        models.load_batches("synthetic_train", batch_size=4, num_batches=100)
 
 
 @pytest.mark.parametrize(
@@ -87,12 +97,12 @@ def test_load_batches_resizes_images_and_boxes(bench):
     [(SYNTHETIC_RETINANETS, 2, 2, 1), (SYNTHETIC_RCNNS, 1, 1, 0)],  # an R-CNN step is slower on a CPU
     ids=["retinanet", "faster_rcnn"],
 )
-def test_training_and_inference_sections(bench, configs, batch_size, iters, warmup):
-    batches = bench.load_batches("synthetic_train", batch_size=batch_size, num_batches=2)
-    results, runners = bench.benchmark_training(
+def test_training_and_inference_sections(configs, batch_size, iters, warmup):
+    batches = models.load_batches("synthetic_train", batch_size=batch_size, num_batches=2)
+    results, runners = training.benchmark_training(
         "g", configs, batches, iters=iters, warmup=warmup, overrides=NO_IMAGENET
     )
-    assert [r.model for r in results] == [bench.config_name(c) for c in configs]
+    assert [r.model for r in results] == [models.config_name(c) for c in configs]
     assert results[0].ratio == 1.0
     stock = results[0]
     for r, runner in zip(results, runners):
@@ -107,22 +117,22 @@ def test_training_and_inference_sections(bench, configs, batch_size, iters, warm
         # a training step holds at least the model's weights and gradients
         weights_mb = sum(p.numel() * p.element_size() for p in runner.bench.model.parameters()) / 2**20
         assert r.peak_mb >= 2 * weights_mb and r.peak_ratio == pytest.approx(r.peak_mb / stock.peak_mb)
-    inference = bench.benchmark_inference("g", [r.bench for r in runners], batches, iters=1, warmup=0)
-    assert [r.checkpoint for r in inference] == [r.model for r in results]
-    for r in inference[1:]:
+    infer = inference.benchmark_inference("g", [r.bench for r in runners], batches, iters=1, warmup=0)
+    assert [r.checkpoint for r in infer] == [r.model for r in results]
+    for r in infer[1:]:
         # a method checkpoint in its stock model: the stock model's detections, as many of them
-        assert r.identical_detections and r.detections_compared == inference[1].detections_compared > 0
-        assert r.detections_per_image == inference[0].detections_per_image and r.ratio > 0
-    assert inference[2].dropped_keys > 0 and inference[1].dropped_keys == 0  # SWN / CleanAnchors
-    assert "| g | swn_" in bench.format_training(results) and "yes (" in bench.format_inference(inference)
+        assert r.identical_detections and r.detections_compared == infer[1].detections_compared > 0
+        assert r.detections_per_image == infer[0].detections_per_image and r.ratio > 0
+    assert infer[2].dropped_keys > 0 and infer[1].dropped_keys == 0  # SWN / CleanAnchors
+    assert "| g | swn_" in tables.format_training(results) and "yes (" in tables.format_inference(infer)
 
 
-def test_assignment_section(bench):
-    results = bench.benchmark_assignment(
+def test_assignment_section():
+    results = assignment.benchmark_assignment(
         SYNTHETIC_RETINANETS, num_boxes=[1, 20], image_size=(96, 128), reps=1, overrides=NO_IMAGENET
     )
     assert [(r.num_boxes, r.model) for r in results] == [
-        (n, bench.config_name(c)) for n in (1, 20) for c in SYNTHETIC_RETINANETS
+        (n, models.config_name(c)) for n in (1, 20) for c in SYNTHETIC_RETINANETS
     ]
     # every model labels the same anchors: 96x128 with the synthetic RetinaNet's anchors
     assert len({r.num_anchors for r in results}) == 1 and results[0].num_anchors > 1000
@@ -133,14 +143,14 @@ def test_assignment_section(bench):
         assert r.loss_time_ratio == pytest.approx(r.loss_s / stock.loss_s)
         assert r.label_peak_ratio == pytest.approx(r.label_peak_mb / stock.label_peak_mb)
         assert r.loss_peak_ratio == pytest.approx(r.loss_peak_mb / stock.loss_peak_mb)
-    assert "| 20 | clean_anchors_retinanet_mnv2_fpn |" in bench.format_assignment(results)
+    assert "| 20 | clean_anchors_retinanet_mnv2_fpn |" in tables.format_assignment(results)
 
 
-def test_cuda_section_says_skipped_without_a_gpu(bench, capsys):
+def test_cuda_section_says_skipped_without_a_gpu(cli, capsys):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is visible")
-    out = bench.run(bench.parse_args(["--sections", "cuda"]))
+    out = cli.run(cli.parse_args(["--sections", "cuda"]))
     assert "skipped" in out["cuda"]["skipped"]
     assert "no CUDA device: skipped" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        bench.parse_args(["--sections", "train,gpu"])
+        cli.parse_args(["--sections", "train,gpu"])
