@@ -17,16 +17,20 @@ writes the last evaluation to OUTPUT_DIR/eval_results.json. Every config gets a 
 Checkpoints are written atomically and loaded with weights_only (--allow-unsafe-checkpoint for
 files that need full unpickling); --resume continues exactly (RNG states, data stream); a
 non-finite loss stops training naming the loss terms and images; OUTPUT_DIR/provenance.json records
-the config hash, command, git commit, versions and device (see README.md).
+the config hash, command, git commit, versions and device (see README.md). A missing or unloadable
+config, a wrong override (unknown key, wrong type), a bad training setting or missing dataset files
+(COCO / VOC without $DETECTRON2_DATASETS) end it with one line on stderr (exit code 2) before
+anything is built. The environment dump, the config file's contents and the model print-out go to
+OUTPUT_DIR/log.txt only, unless --verbose.
 """
 import logging
 import os
+import sys
 from contextlib import nullcontext
 
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.engine import (
     default_argument_parser,
-    default_setup,
     default_writers,
     hooks,
     launch,
@@ -42,12 +46,12 @@ from detkit.engine import (
     TEST_DEFAULTS,
     CheckedAMPTrainer,
     CheckedSimpleTrainer,
+    ConfigError,
     SafeCheckpointer,
     PeakMemory,
     add_gradient_clipping,
-    add_test_defaults,
-    apply_overrides_strict,
-    check_train_settings,
+    load_checked_config,
+    quiet_default_setup,
     save_eval_results,
     select_device,
     write_provenance,
@@ -147,12 +151,16 @@ def do_train(args, cfg, device):
     trainer.train(start_iter, cfg.train.max_iter)
 
 
+def load_config(args):
+    """The config with the test node, the strict overrides and every check that needs nothing built
+    (detkit.engine.load_checked_config; raises ConfigError, one line)."""
+    return load_checked_config(args.config_file, args.opts, train=not args.eval_only)
+
+
 def main(args):
-    cfg = add_test_defaults(LazyConfig.load(args.config_file))  # so that test.* overrides exist
-    cfg = apply_overrides_strict(cfg, args.opts)
-    if not args.eval_only:
-        check_train_settings(cfg)  # before anything is built or written
-    default_setup(cfg, args)
+    cfg = load_config(args)  # before anything is built or written
+    # default_setup; its environment dump and config file contents to log.txt only unless --verbose
+    quiet_default_setup(cfg, args, verbose=getattr(args, "verbose", False))
     device = select_device(cfg.train.get("device", "cuda"))
     cfg.train.device = device
     write_provenance(cfg, args, cfg.train.output_dir)  # provenance(_eval).json, main process only
@@ -168,7 +176,7 @@ def main(args):
     do_train(args, cfg, device)
 
 
-def invoke_main() -> None:
+def invoke_main(argv=None) -> None:
     parser = default_argument_parser(epilog=__doc__)
     parser.add_argument(
         "--allow-unsafe-checkpoint",
@@ -176,7 +184,18 @@ def invoke_main() -> None:
         help="load checkpoints that need full unpickling (arbitrary Python objects, which can run "
         "code); without it such files are refused. Only for files you trust.",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print the environment dump, the config file's contents and the model to the "
+        "console (they are always in OUTPUT_DIR/log.txt)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        load_config(args)  # the same checks main() repeats in each process: fail here in one line
+    except ConfigError as e:
+        print(f"train_net.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
     launch(
         main,
         args.num_gpus,

@@ -12,11 +12,11 @@ from typing import Dict, List, Sequence
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog
 
 from .data.mapper import DatasetMapper
-from .engine import apply_overrides_strict, select_device
+from .engine import load_checked_config, select_device
 
 __all__ = ["load_config", "load_model", "annotated_inputs", "batches"]
 
@@ -30,10 +30,10 @@ class _RecordingCheckpointer(DetectionCheckpointer):
 
 
 def load_config(config_file: str, opts: Sequence[str] = ()):
-    """A LazyConfig file with ``key=value`` overrides (strict, as in ``train_net.py``)."""
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"--config-file {config_file}: no such file")
-    return apply_overrides_strict(LazyConfig.load(config_file), list(opts))
+    """A LazyConfig file with ``key=value`` overrides, checked as in ``train_net.py --eval-only``
+    (:func:`detkit.engine.load_checked_config`, without the dataset check: the tools take
+    ``--dataset``). Raises ``ConfigError`` (a ``ValueError``) with one line."""
+    return load_checked_config(config_file, list(opts), train=False, check_data=False)
 
 
 def load_model(cfg, checkpoint: str, device: str = None, allow_missing: Sequence[str] = ()) -> torch.nn.Module:
