@@ -56,7 +56,7 @@ from detkit.engine import (
     select_device,
     write_provenance,
 )
-from detkit.evaluation.timing import timed_inference_on_dataset
+from detkit.evaluation.timing import inference_times_on_dataset
 from detkit.modeling.nms_inference import soft_nms_inference
 from detkit.modeling.soft_nms import soft_nms_options
 from detkit.modeling.tta import build_tta_model
@@ -68,29 +68,31 @@ def do_test(cfg, model, iterations_trained=None):
     """Evaluate ``model`` on ``cfg.dataloader.test``: with Soft-NMS instead of the model's NMS when
     ``test.soft_nms.enabled``; after the last iteration (or with --eval-only) also with test-time
     augmentation when ``test.aug.enabled``, reported as "<task>_TTA" (Detectron2's naming) with
-    the evaluator's files in OUTPUT_DIR/inference_TTA. eval_results.json gets the inference wall
-    time per image ("inference_s_per_image", "inference_s_per_image_tta")."""
+    the evaluator's files in OUTPUT_DIR/inference_TTA. eval_results.json gets the inference times
+    per image: the loop's wall time ("inference_s_per_image", "inference_s_per_image_tta") and
+    Detectron2's pure compute time ("inference_compute_s_per_image", "..._tta")."""
     if "evaluator" not in cfg.dataloader:
         return {}
     test = OmegaConf.merge(OmegaConf.create(TEST_DEFAULTS), cfg.get("test") or {})
     soft_nms = soft_nms_options(test.soft_nms)
     with soft_nms_inference(model, **soft_nms) if soft_nms else nullcontext():
-        results, seconds = timed_inference_on_dataset(
+        results, times = inference_times_on_dataset(
             model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
         )
-    timing = {"inference_s_per_image": seconds}
+    timing = {"inference_s_per_image": times["wall"], "inference_compute_s_per_image": times["compute"]}
     if test.aug.enabled and (iterations_trained is None or iterations_trained >= cfg.train.max_iter):
         evaluator = OmegaConf.to_container(cfg.dataloader.evaluator, resolve=True)
         if "output_dir" in evaluator:
             evaluator["output_dir"] = os.path.join(cfg.train.output_dir, "inference_TTA")
-        tta_results, timing["inference_s_per_image_tta"] = timed_inference_on_dataset(
+        tta_results, times = inference_times_on_dataset(
             build_tta_model(model, test), instantiate(cfg.dataloader.test), instantiate(evaluator)
         )
+        timing.update(inference_s_per_image_tta=times["wall"], inference_compute_s_per_image_tta=times["compute"])
         results.update({f"{task}_TTA": metrics for task, metrics in tta_results.items()})
     if comm.is_main_process():
         print_csv_format(results)
         times = ", ".join(f"{k} {v:.4f} s" for k, v in timing.items() if v is not None)
-        logger.info(f"Inference wall time per image: {times}")
+        logger.info(f"Inference time per image (wall, pure compute): {times}")
         path = save_eval_results(results, cfg.train.output_dir, iterations_trained, extra=timing)
         logger.info(f"Evaluation results written to {path}")
     return results
