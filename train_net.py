@@ -17,16 +17,20 @@ writes the last evaluation to OUTPUT_DIR/eval_results.json. Every config gets a 
 Checkpoints are written atomically and loaded with weights_only (--allow-unsafe-checkpoint for
 files that need full unpickling); --resume continues exactly (RNG states, data stream); a
 non-finite loss stops training naming the loss terms and images; OUTPUT_DIR/provenance.json records
-the config hash, command, git commit, versions and device (see README.md).
+the config hash, command, git commit, versions and device (see README.md). A missing or unloadable
+config, a wrong override (unknown key, wrong type), a bad training setting or missing dataset files
+(COCO / VOC without $DETECTRON2_DATASETS) end it with one line on stderr (exit code 2) before
+anything is built. The environment dump, the config file's contents and the model print-out go to
+OUTPUT_DIR/log.txt only, unless --verbose.
 """
 import logging
 import os
+import sys
 from contextlib import nullcontext
 
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.engine import (
     default_argument_parser,
-    default_setup,
     default_writers,
     hooks,
     launch,
@@ -42,17 +46,17 @@ from detkit.engine import (
     TEST_DEFAULTS,
     CheckedAMPTrainer,
     CheckedSimpleTrainer,
+    ConfigError,
     SafeCheckpointer,
     PeakMemory,
     add_gradient_clipping,
-    add_test_defaults,
-    apply_overrides_strict,
-    check_train_settings,
+    load_checked_config,
+    quiet_default_setup,
     save_eval_results,
     select_device,
     write_provenance,
 )
-from detkit.evaluation.timing import timed_inference_on_dataset
+from detkit.evaluation.timing import inference_times_on_dataset
 from detkit.modeling.nms_inference import soft_nms_inference
 from detkit.modeling.soft_nms import soft_nms_options
 from detkit.modeling.tta import build_tta_model
@@ -64,29 +68,31 @@ def do_test(cfg, model, iterations_trained=None):
     """Evaluate ``model`` on ``cfg.dataloader.test``: with Soft-NMS instead of the model's NMS when
     ``test.soft_nms.enabled``; after the last iteration (or with --eval-only) also with test-time
     augmentation when ``test.aug.enabled``, reported as "<task>_TTA" (Detectron2's naming) with
-    the evaluator's files in OUTPUT_DIR/inference_TTA. eval_results.json gets the inference wall
-    time per image ("inference_s_per_image", "inference_s_per_image_tta")."""
+    the evaluator's files in OUTPUT_DIR/inference_TTA. eval_results.json gets the inference times
+    per image: the loop's wall time ("inference_s_per_image", "inference_s_per_image_tta") and
+    Detectron2's pure compute time ("inference_compute_s_per_image", "..._tta")."""
     if "evaluator" not in cfg.dataloader:
         return {}
     test = OmegaConf.merge(OmegaConf.create(TEST_DEFAULTS), cfg.get("test") or {})
     soft_nms = soft_nms_options(test.soft_nms)
     with soft_nms_inference(model, **soft_nms) if soft_nms else nullcontext():
-        results, seconds = timed_inference_on_dataset(
+        results, times = inference_times_on_dataset(
             model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
         )
-    timing = {"inference_s_per_image": seconds}
+    timing = {"inference_s_per_image": times["wall"], "inference_compute_s_per_image": times["compute"]}
     if test.aug.enabled and (iterations_trained is None or iterations_trained >= cfg.train.max_iter):
         evaluator = OmegaConf.to_container(cfg.dataloader.evaluator, resolve=True)
         if "output_dir" in evaluator:
             evaluator["output_dir"] = os.path.join(cfg.train.output_dir, "inference_TTA")
-        tta_results, timing["inference_s_per_image_tta"] = timed_inference_on_dataset(
+        tta_results, times = inference_times_on_dataset(
             build_tta_model(model, test), instantiate(cfg.dataloader.test), instantiate(evaluator)
         )
+        timing.update(inference_s_per_image_tta=times["wall"], inference_compute_s_per_image_tta=times["compute"])
         results.update({f"{task}_TTA": metrics for task, metrics in tta_results.items()})
     if comm.is_main_process():
         print_csv_format(results)
         times = ", ".join(f"{k} {v:.4f} s" for k, v in timing.items() if v is not None)
-        logger.info(f"Inference wall time per image: {times}")
+        logger.info(f"Inference time per image (wall, pure compute): {times}")
         path = save_eval_results(results, cfg.train.output_dir, iterations_trained, extra=timing)
         logger.info(f"Evaluation results written to {path}")
     return results
@@ -148,12 +154,16 @@ def do_train(args, cfg, device):
     trainer.train(start_iter, cfg.train.max_iter)
 
 
+def load_config(args):
+    """The config with the test node, the strict overrides and every check that needs nothing built
+    (detkit.engine.load_checked_config; raises ConfigError, one line)."""
+    return load_checked_config(args.config_file, args.opts, train=not args.eval_only)
+
+
 def main(args):
-    cfg = add_test_defaults(LazyConfig.load(args.config_file))  # so that test.* overrides exist
-    cfg = apply_overrides_strict(cfg, args.opts)
-    if not args.eval_only:
-        check_train_settings(cfg)  # before anything is built or written
-    default_setup(cfg, args)
+    cfg = load_config(args)  # before anything is built or written
+    # default_setup; its environment dump and config file contents to log.txt only unless --verbose
+    quiet_default_setup(cfg, args, verbose=getattr(args, "verbose", False))
     device = select_device(cfg.train.get("device", "cuda"))
     cfg.train.device = device
     write_provenance(cfg, args, cfg.train.output_dir)  # provenance(_eval).json, main process only
@@ -169,7 +179,7 @@ def main(args):
     do_train(args, cfg, device)
 
 
-def invoke_main() -> None:
+def invoke_main(argv=None) -> None:
     parser = default_argument_parser(epilog=__doc__)
     parser.add_argument(
         "--allow-unsafe-checkpoint",
@@ -177,7 +187,18 @@ def invoke_main() -> None:
         help="load checkpoints that need full unpickling (arbitrary Python objects, which can run "
         "code); without it such files are refused. Only for files you trust.",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print the environment dump, the config file's contents and the model to the "
+        "console (they are always in OUTPUT_DIR/log.txt)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        load_config(args)  # the same checks main() repeats in each process: fail here in one line
+    except ConfigError as e:
+        print(f"train_net.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
     launch(
         main,
         args.num_gpus,

@@ -11,25 +11,32 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog
 
 from .data.mapper import DatasetMapper
-from .engine import apply_overrides_strict, select_device
+from .engine import load_checked_config, select_device
 from .engine.checkpoint import SafeCheckpointer
 
 __all__ = ["load_config", "load_model", "annotated_inputs", "batches", "dense_head_outputs"]
 
 
 def load_config(config_file: str, opts: Sequence[str] = (), root: Optional[str] = None):
-    """A LazyConfig file with ``key=value`` overrides (strict, as in ``train_net.py``); a relative
-    ``config_file`` is relative to ``root`` when given (``tools/benchmark.py``: the repository),
-    else to the working directory."""
-    path = os.path.join(root, config_file) if root else config_file
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {config_file}: no such file (paths are relative to {root})" if root
-                                else f"--config-file {config_file}: no such file")
-    return apply_overrides_strict(LazyConfig.load(path), list(opts))
+    """A LazyConfig file with ``key=value`` overrides, checked as in ``train_net.py --eval-only``
+    (:func:`detkit.engine.load_checked_config`, without the dataset check: the tools take
+    ``--dataset``); a relative ``config_file`` is relative to ``root`` when given
+    (``tools/benchmark.py``: the repository), else to the working directory.
+
+    Raises:
+        FileNotFoundError: no such file under ``root``.
+        ConfigError (a ``ValueError``): one line naming the file or key.
+    """
+    if root is not None:
+        path = config_file if os.path.isabs(config_file) else os.path.join(root, config_file)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file {config_file}: no such file (paths are relative to {root})")
+        config_file = path
+    return load_checked_config(config_file, list(opts), train=False, check_data=False)
 
 
 def load_model(cfg, checkpoint: str, device: str = None) -> torch.nn.Module:

@@ -262,8 +262,9 @@ def load_run(output_dir: str, name: Optional[str] = None) -> Dict:
 
     Returns a dict with "name", "dir", "config" (see :func:`read_config`; None without
     config.yaml), "metrics" (metrics.json lines), "s_per_iter" and "time_note", "train_mem_gb",
-    "inference_s_per_image" (``{"": plain, "tta": with TTA}``, seconds per image) and
-    "inference_source", "iterations_trained", "results"
+    "inference_s_per_image" (``{"": plain, "tta": with TTA}``, seconds per image: Detectron2's pure
+    compute time, else the inference loop's wall time), "inference_kind" (``{"": "compute" or
+    "wall", ...}``) and "inference_source", "iterations_trained", "results"
     (:func:`normalize_results`), "provenance" / "provenance_eval" (the JSON or None) and "notes".
     Missing files give None values and a note; a folder with none of the files is an error."""
     if not os.path.isdir(output_dir):
@@ -304,23 +305,34 @@ def load_run(output_dir: str, name: Optional[str] = None) -> Dict:
         run["iterations_trained"] = saved.get("iterations_trained")
     else:
         run["notes"].append("no eval_results.json")
-    # "inference_s_per_image" (plain evaluation), "inference_s_per_image_tta" (evaluation "TTA"), ...
-    run["inference_s_per_image"] = {
-        k[len("inference_s_per_image"):].lstrip("_").lower(): v
-        for k, v in saved.items() if k.startswith("inference_s_per_image") and _is_number(v)
-    }
-    run["inference_source"] = "eval_results.json" if run["inference_s_per_image"] else None
-    if "" not in run["inference_s_per_image"]:
+    # Detectron2's pure compute time: "inference_compute_s_per_image" (plain evaluation), "..._tta"
+    # (evaluation "TTA"); older runs: log.txt's "pure compute" line, else the loop's wall time
+    # "inference_s_per_image" (data loading and worker start-up included)
+    compute, wall = _timing(saved, "inference_compute_s_per_image"), _timing(saved, "inference_s_per_image")
+    run["inference_s_per_image"], run["inference_kind"] = dict(compute), {k: "compute" for k in compute}
+    run["inference_source"] = "eval_results.json (pure compute)" if "" in compute else None
+    if "" not in compute:
         from_log = inference_time_from_log(files["log.txt"])
         if from_log is not None:
-            run["inference_s_per_image"][""] = from_log
-            run["inference_source"] = "log.txt"
+            run["inference_s_per_image"][""], run["inference_kind"][""] = from_log, "compute"
+            run["inference_source"] = "log.txt (pure compute)"
+    for key, value in wall.items():
+        if key not in run["inference_s_per_image"]:
+            run["inference_s_per_image"][key], run["inference_kind"][key] = value, "wall"
+            if key == "":
+                run["inference_source"] = "eval_results.json (wall time of the inference loop, data loading included)"
 
     run["provenance"] = _read_json(files["provenance.json"]) if present["provenance.json"] else None
     run["provenance_eval"] = _read_json(files["provenance_eval.json"]) if present["provenance_eval.json"] else None
     if run["provenance"] is None:
         run["notes"].append("no provenance.json")
     return run
+
+
+def _timing(saved: Dict, prefix: str) -> Dict[str, float]:
+    """``{"": value of prefix, "tta": value of prefix_tta, ...}`` of the numbers in eval_results.json."""
+    return {k[len(prefix):].lstrip("_").lower(): v for k, v in saved.items()
+            if re.fullmatch(re.escape(prefix) + r"(_\w+)?", k) and _is_number(v)}
 
 
 def load_runs(output_dirs: Sequence[str]) -> List[Dict]:

@@ -256,6 +256,27 @@ def test_analyze_confidence_iou_cli(tmp_path, capsys):
         tool.main(["--checkpoint", f"a={ckpt}", "--checkpoint", f"a={ckpt}"])  # names must differ
 
 
+def test_analyze_confidence_iou_says_why_a_model_without_detections_gives_nan(tmp_path, capsys):
+    # a fresh head scores every anchor ~0.01 (prior_prob): nothing above the config's 0.05
+    cfg = load_synthetic_cfg("retinanet_mnv2_fpn.py")
+    torch.manual_seed(0)
+    ckpt = str(tmp_path / "model.pth")
+    torch.save({"model": instantiate(cfg.model).state_dict()}, ckpt)
+    tool = load_tool("analyze_confidence_iou")
+    results = tool.main(["--config-file", os.path.join(REPO_ROOT, "configs/Synthetic/retinanet_mnv2_fpn.py"),
+                         "--checkpoint", f"fresh={ckpt}", "--num-images", "1", "model.backbone.pretrained=False"])
+    printed = capsys.readouterr().out
+    assert results["fresh"]["before_nms"]["predictions"] == 0 and "nan" in printed
+    assert ("Note: fresh: the model made no detections above model.test_score_thresh=0.05 on the 1 images" in printed
+            and "e.g. model.test_score_thresh=0.0 on the command line" in printed)
+    # a wrong override is one line, before any model is built
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(["--config-file", os.path.join(REPO_ROOT, "configs/Synthetic/retinanet_mnv2_fpn.py"),
+                   "--checkpoint", ckpt, "model.test_score_thresh=high"])
+    assert exit_info.value.code == 2
+    assert "model.test_score_thresh must be a number" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- PR curves (Fig. 2)
 
 

@@ -31,7 +31,8 @@ def _args(config, *opts, flags=()):
 
 
 def make_run(root, name, config, max_iter, times, total_loss, bbox, segm=None, provenance=True,
-             inference=None, log_inference=None, peak_mem=(900.0, 1200.0), tta=None):
+             inference=None, log_inference=None, peak_mem=(900.0, 1200.0), tta=None, compute=None,
+             extra_metrics=None):
     """A train_net.py output folder: config.yaml (LazyConfig.save, as default_setup writes it),
     metrics.json (JSONWriter lines every 20 iterations plus the final evaluation line),
     eval_results.json, optionally provenance.json and a log.txt with the inference line."""
@@ -46,12 +47,15 @@ def make_run(root, name, config, max_iter, times, total_loss, bbox, segm=None, p
                     "loss_cls": loss * 0.6, "loss_box_reg": loss * 0.4, "eta_seconds": 1.0}
             if peak_mem is not None:
                 line["peak_mem_mb"] = peak_mem[min(k, len(peak_mem) - 1)]
+            line.update(extra_metrics or {})
             f.write(json.dumps(line, sort_keys=True) + "\n")
         f.write(json.dumps({"iteration": max_iter, **{f"bbox/{k}": v for k, v in bbox.items()}}) + "\n")
     results = {"bbox": bbox} if segm is None else {"bbox": bbox, "segm": segm}
     saved = {"iterations_trained": max_iter, "results": results}
     if inference is not None:
         saved["inference_s_per_image"] = inference
+    if compute is not None:  # train_net since the pure compute time is recorded
+        saved["inference_compute_s_per_image"] = compute
     if tta is not None:  # train_net's TTA evaluation: "<task>_TTA" results and their own time
         results["bbox_TTA"], saved["inference_s_per_image_tta"] = tta
     with open(os.path.join(out, "eval_results.json"), "w") as f:
@@ -96,8 +100,10 @@ def test_load_run_values(runs):
     assert method["s_per_iter"] == pytest.approx(0.95)
     assert base["train_mem_gb"] == pytest.approx(1200.0 / 1024)
     assert method["train_mem_gb"] is None
-    assert (base["inference_s_per_image"], base["inference_source"]) == ({"": 0.05}, "eval_results.json")
-    assert method["inference_source"] == "log.txt"
+    # no pure compute time anywhere: the loop's wall time, said so
+    assert base["inference_s_per_image"] == {"": 0.05} and base["inference_kind"] == {"": "wall"}
+    assert base["inference_source"].startswith("eval_results.json (wall time")
+    assert method["inference_source"] == "log.txt (pure compute)"
     assert method["inference_s_per_image"] == {"": 0.0625}
     assert long["inference_s_per_image"] == {"": 0.1, "tta": 0.8}
     assert list(long["results"]) == ["", "TTA"] and long["results"]["TTA"]["bbox"]["AP"] == 21.0
@@ -120,7 +126,8 @@ def test_grouping_and_table(runs):
     col = {h: i for i, h in enumerate(header)}
     base, method, diff = rows
     timing = ("train time (s/iter)", "inference time (s/im)", "train mem (GB)")
-    assert [base[col[c]] for c in timing] == ["0.625", "0.050", "1.17"]
+    assert [base[col[c]] for c in timing] == ["0.625", "0.050*", "1.17"]  # *: wall time
+    assert method[col["inference time (s/im)"]] == "0.062"  # log.txt's pure compute time: no *
     assert (method[col["train mem (GB)"]], method[col["box AP"]], method[col["APl"]]) == ("-", "12.50", "-")
     assert diff[0] == "Δ vs retinanet"
     assert diff[col["box AP"]] == "+2.50" and diff[col["AP50"]] == "\u22122.00" and diff[col["APl"]] == "-"
@@ -130,7 +137,7 @@ def test_grouping_and_table(runs):
     assert [r[0] for r in rows] == ["retinanet", "clean_anchors", "clean_anchors_long", "clean_anchors_long [TTA]"]
     assert [r[-1] for r in rows] == ["-", "-", "18.25", "-"]  # no Δ rows without a baseline
     assert rows[2][col["APl"]] == "30.00"
-    assert (rows[2][col["inference time (s/im)"]], rows[3][col["inference time (s/im)"]]) == ("0.100", "0.800")
+    assert (rows[2][col["inference time (s/im)"]], rows[3][col["inference time (s/im)"]]) == ("0.100*", "0.800*")
     assert rows[3][col["box AP"]] == "21.00"
 
     # --baseline picks the method run instead
@@ -178,6 +185,38 @@ def test_report_files(runs_root, tmp_path, capsys):
         with open(os.path.join(out, png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in md
+
+
+def test_pure_compute_time_per_class_ap_method_stats_and_a_one_point_run(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    per_class = {"AP-tree": 30.0, "AP-shrub": 10.5}
+    stats = {"clean_anchors/soft_labels_mean": 0.7, "clean_anchors/weights_max": 3.0}
+    # 20 iterations: one metrics.json line; wall, pure compute and log.txt times all present
+    run = make_run(root, "short", CLEAN_ANCHORS, 20, [0.5], [1.0], {**bbox(10.0), **per_class}, inference=3.3,
+                   compute=0.41, log_inference=0.5, extra_metrics=stats)
+    loaded = run_reader.load_run(run)
+    assert loaded["inference_s_per_image"] == {"": 0.41} and loaded["inference_kind"] == {"": "compute"}
+    assert loaded["inference_source"] == "eval_results.json (pure compute)"
+    assert loaded["config"]["lr_steps"] == (16,)  # the warmup ends before the step, which the schedule now has
+    assert "steps at 16" in run_reader.describe_group(loaded)
+    assert [c.strip() for c in report.per_class_table([loaded]).splitlines()[0].split("|")[1:4]] == [
+        "name", "tree", "shrub"]
+    assert report.per_class_table(run_reader.load_runs([os.path.join(root, "short")])[:0]) is None
+
+    import matplotlib.axes
+
+    plotted = []  # (number of points, marker) of each curve drawn
+    real_plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda ax, x, y, *a, **k: plotted.append((len(x), k.get("marker"))) or real_plot(ax, x, y, *a, **k))
+    out = str(tmp_path / "report")
+    md, text = report.build_report([run], out)
+    # one point each (total_loss raw and smoothed, lr, 2 loss terms, 2 statistics); bold ones with a marker
+    assert len(plotted) == 7 and all(n == 1 for n, _ in plotted)
+    assert [m for _, m in plotted].count("o") == 6  # all but the faint raw total_loss
+    assert "| short " in md and " 0.410 " in md and "3.300" not in md
+    assert "## Per-class box AP" in md and "| 30.00 | 10.50 |" in md
+    assert "![method_stats](method_stats.png)" in md and os.path.isfile(os.path.join(out, "method_stats.png"))
 
 
 def test_provenance_record(runs_root):

@@ -13,7 +13,7 @@ from detectron2.modeling.meta_arch import ProposalNetwork
 from omegaconf import OmegaConf
 
 from detkit.engine import TEST_DEFAULTS, add_test_defaults, apply_overrides_strict
-from detkit.evaluation.timing import timed_inference_on_dataset
+from detkit.evaluation.timing import inference_times_on_dataset, timed_inference_on_dataset
 from detkit.modeling.nms_inference import soft_nms_inference
 from detkit.modeling.tta import RCNNWithTTA, RetinaNetWithTTA, build_tta_model
 
@@ -197,6 +197,25 @@ def test_timed_inference_counts_images_and_leaves_out_the_evaluation():
     assert 0.02 <= seconds < 0.035
 
 
+class _SlowLoader:
+    """7 batches of one image; each takes 0.05 s to load, the first 0.5 s (worker start-up)."""
+
+    def __len__(self):
+        return 7
+
+    def __iter__(self):
+        for i in range(7):
+            time.sleep(0.5 if i == 0 else 0.05)
+            yield [{"i": i}]
+
+
+def test_pure_compute_time_leaves_out_data_loading_and_warmup():
+    results, times = inference_times_on_dataset(_SlowModel(), _SlowLoader(), _Count())
+    assert results == {"count": {"n": 7}}
+    assert times["wall"] >= (0.5 + 6 * 0.05 + 7 * 0.02) / 7  # the loop: loading included
+    assert 0.02 <= times["compute"] < 0.035  # Detectron2's pure compute: model calls of batches 6-7 only
+
+
 def _one_image_loader():
     return [[{k: v for k, v in synthetic_batch(1)[0].items() if k != "instances"}]]
 
@@ -211,11 +230,14 @@ def test_do_test_adds_tta_results_after_the_last_iteration_only(models, tmp_path
     model = models["retinanet"]
     assert train_net.do_test(cfg, model, iterations_trained=5) == {"count": {"n": 1}}  # periodic: plain only
     saved = json.load(open(tmp_path / "eval_results.json"))
-    assert saved["iterations_trained"] == 5 and set(saved) == {"iterations_trained", "results", "inference_s_per_image"}
+    assert saved["iterations_trained"] == 5 and set(saved) == {
+        "iterations_trained", "results", "inference_s_per_image", "inference_compute_s_per_image"}
+    assert 0 < saved["inference_compute_s_per_image"] <= saved["inference_s_per_image"]
     results = train_net.do_test(cfg, model, iterations_trained=10)  # the last evaluation
     assert results == {"count": {"n": 1}, "count_TTA": {"n": 1}}
     saved = json.load(open(tmp_path / "eval_results.json"))
     assert saved["results"] == results and saved["inference_s_per_image_tta"] > 0
+    assert saved["inference_compute_s_per_image_tta"] > 0
     cfg.test.soft_nms.enabled = True
     assert set(train_net.do_test(cfg, model)) == {"count", "count_TTA"}  # --eval-only
 

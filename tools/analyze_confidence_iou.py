@@ -98,11 +98,10 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
     args = parser.parse_args(argv)
 
-    from detectron2.config import LazyConfig
     from detectron2.utils.logger import setup_logger
 
-    from detkit.engine import apply_overrides_strict
-    from detkit.evaluation.confidence_iou import analyze_checkpoint
+    from detkit.engine import ConfigError, load_checked_config
+    from detkit.evaluation.confidence_iou import analyze_checkpoint, empty_result_notes
 
     setup_logger(name="detkit")
     try:
@@ -112,7 +111,10 @@ def main(argv=None):
         parser.error(str(e))
     results = {}
     for (name, path), config_file in zip(checkpoints, configs):
-        cfg = apply_overrides_strict(LazyConfig.load(config_file), args.opts)
+        try:
+            cfg = load_checked_config(config_file, args.opts, train=False, check_data=args.dataset is None)
+        except ConfigError as e:
+            parser.exit(2, f"analyze_confidence_iou.py: error: {e}\n")
         r = analyze_checkpoint(
             cfg, path, dataset=args.dataset, num_images=args.num_images,
             top_fraction=args.top_fraction, class_aware=not args.class_agnostic,
@@ -121,6 +123,9 @@ def main(argv=None):
         results[name] = r
         print(f"{name}: {r['images']} images of {r['dataset']}", flush=True)
     print(format_table(results))
+    for name, r in results.items():
+        for note in empty_result_notes(r):
+            print(f"Note: {name}: {note}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

@@ -6,10 +6,11 @@ comparisons of runs that differ only in the method, training curves, and each ru
 
 Reads from each OUTPUT_DIR (a train.output_dir of train_net.py) only what the run wrote itself:
 metrics.json (Detectron2's JSONWriter), eval_results.json, config.yaml, provenance.json and, for
-the inference time of runs that predate "inference_s_per_image" in eval_results.json, log.txt.
-Writes DIR/report.md (default DIR: report/), DIR/training_curves.png (smoothed total_loss and lr
-against the iteration, all runs on one plot) and DIR/loss_terms.png (one panel per loss term), and
-prints the tables.
+the inference time of runs that predate "inference_compute_s_per_image" in eval_results.json,
+log.txt. Writes DIR/report.md (default DIR: report/), DIR/training_curves.png (smoothed total_loss
+and lr against the iteration, all runs on one plot), DIR/loss_terms.png (one panel per loss term),
+DIR/method_stats.png (one panel per statistic the methods log: clean_anchors/*, swn/*) and, when a
+dataset has more than one class, a per-class box AP table; and prints the tables.
 
 Columns and how they are measured:
   lr sched         "1x" etc. when max_iter x total_batch_size equals Detectron2's 90k iterations x
@@ -17,10 +18,12 @@ Columns and how they are measured:
   train time       median of metrics.json's "time" (seconds per iteration; each logged value is
                    already JSONWriter's median over the last 20 iterations) over the lines of
                    iteration >= 20, so the slow first iterations are left out
-  inference time   eval_results.json "inference_s_per_image" ("..._tta" for the TTA rows), else
-                   the last "Total inference pure compute time: ... (X s / iter per device, ...)"
-                   line of log.txt (one image per iteration and device, as in Detectron2's test
-                   loader)
+  inference time   Detectron2's pure compute time per image (model calls only, the first 5 batches
+                   left out): eval_results.json "inference_compute_s_per_image" ("..._tta" for the
+                   TTA rows), else the last "Total inference pure compute time: ... (X s / iter per
+                   device, ...)" line of log.txt (one image per iteration and device, as in
+                   Detectron2's test loader), else (marked *) "inference_s_per_image", the wall
+                   time of the whole inference loop, data loading and worker start-up included
   train mem        the largest "peak_mem_mb" in metrics.json (detkit.engine.PeakMemory:
                    torch.cuda.max_memory_allocated on a GPU, peak RSS of the main process on the CPU)
   box AP ... APl   COCO box metrics; "mask AP" and "prop. AR" (AR@1000) columns appear when a run
@@ -56,6 +59,8 @@ from detkit.runs import (
 )
 
 BOX_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+# metrics.json keys of the methods' own statistics (method_stats.png)
+METHOD_STAT_PREFIXES = ("clean_anchors/", "swn/")
 MINUS = "\u2212"
 
 
@@ -91,6 +96,16 @@ def _inference_for(run: Dict, evaluation: str):
     return times.get(evaluation.lower(), times.get(""))
 
 
+def _inference_cell(run: Dict, evaluation: str) -> str:
+    """The inference time of ``evaluation``, with "*" when it is the loop's wall time (older runs
+    without Detectron2's pure compute time)."""
+    key = "tta" if evaluation.lower().endswith("tta") else evaluation.lower()
+    key = key if key in run["inference_s_per_image"] else ""
+    wall = run.get("inference_kind", {}).get(key) == "wall"
+    cell = fmt(_inference_for(run, evaluation), 3)
+    return cell + "*" if wall and cell != "-" else cell
+
+
 def _lr_sched_cell(run: Dict) -> str:
     if run["config"] is None:
         return "-"
@@ -119,7 +134,7 @@ def table_rows(
         for evaluation in list(run["results"]) or [""]:
             name = f"{run['name']} [{evaluation}]" if evaluation else run["name"]
             rows.append([name, _lr_sched_cell(run), fmt(run["s_per_iter"], 3),
-                         fmt(_inference_for(run, evaluation), 3), fmt(run["train_mem_gb"], 2)]
+                         _inference_cell(run, evaluation), fmt(run["train_mem_gb"], 2)]
                         + [fmt(_metric(run, evaluation, t, m)) for _, t, m in columns])
             if baseline is not None and run is not baseline and evaluation in baseline["results"]:
                 diff = [_sub(_metric(run, evaluation, t, m), _metric(baseline, evaluation, t, m))
@@ -173,8 +188,9 @@ def _series(run: Dict, key: str):
 def plot_training_curves(runs: Sequence[Dict], out_dir: str, window: Optional[int] = None) -> List[str]:
     """Write ``training_curves.png`` (total_loss, raw and smoothed with :func:`smooth` over
     ``window`` logged points, default :func:`auto_window` of the longest run; and lr
-    against the iteration, all runs) and ``loss_terms.png`` (one panel per ``loss_*`` key that
-    any run logs) into ``out_dir``; returns the paths written (none when no run has losses)."""
+    against the iteration, all runs), ``loss_terms.png`` (one panel per ``loss_*`` key that
+    any run logs) and ``method_stats.png`` (one per :data:`METHOD_STAT_PREFIXES` key) into ``out_dir``;
+    short curves get markers; returns the paths written (none when no run has losses)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -192,11 +208,12 @@ def plot_training_curves(runs: Sequence[Dict], out_dir: str, window: Optional[in
     fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     for run in with_loss:
         it, loss = _series(run, "total_loss")
+        marker = _marker(len(it))
         ax_loss.plot(it, loss, color=colors[run["name"]], alpha=0.25, linewidth=0.8)
-        ax_loss.plot(it, smooth(loss, window), color=colors[run["name"]], label=run["name"], linewidth=1.6)
+        ax_loss.plot(it, smooth(loss, window), color=colors[run["name"]], label=run["name"], linewidth=1.6, **marker)
         it_lr, lr = _series(run, "lr")
         if it_lr:
-            ax_lr.plot(it_lr, lr, color=colors[run["name"]], linewidth=1.2)
+            ax_lr.plot(it_lr, lr, color=colors[run["name"]], linewidth=1.2, **_marker(len(it_lr)))
     ax_loss.set_ylabel("total_loss")
     smoothing = f"bold: running median of {window} logged points" if window > 1 else "not smoothed further"
     ax_loss.set_title(f"total_loss (faint: metrics.json, each a 20-iteration median; {smoothing})", fontsize=10)
@@ -213,25 +230,75 @@ def plot_training_curves(runs: Sequence[Dict], out_dir: str, window: Optional[in
     terms = sorted({k for r in with_loss for m in r["metrics"] for k in m
                     if k.startswith("loss_") and _is_number(m[k])})
     if terms:
-        cols = min(3, len(terms))
-        rows = math.ceil(len(terms) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
-        for ax, term in zip(axes.flat, terms):
-            for run in with_loss:
-                it, values = _series(run, term)
-                if it:
-                    ax.plot(it, smooth(values, window), color=colors[run["name"]], label=run["name"], linewidth=1.2)
-            ax.set_title(term, fontsize=10)
-            ax.set_xlabel("iteration")
-            ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(terms):]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=7)
-        fig.tight_layout()
-        paths.append(os.path.join(out_dir, "loss_terms.png"))
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(_panels(plt, with_loss, terms, colors, window, os.path.join(out_dir, "loss_terms.png")))
+    stats = sorted({k for r in runs for m in r["metrics"] for k in m
+                    if k.startswith(METHOD_STAT_PREFIXES) and _is_number(m[k])})
+    if stats:
+        paths.append(_panels(plt, runs, stats, colors, window, os.path.join(out_dir, "method_stats.png")))
     return paths
+
+
+def _marker(num_points: int) -> Dict:
+    """Markers for short curves (a run with one logged point is otherwise an invisible line)."""
+    return {"marker": "o", "markersize": 4 if num_points <= 3 else 2.5} if num_points <= 50 else {}
+
+
+def _panels(plt, runs, keys, colors, window, path) -> str:
+    """One panel per metrics.json key, every run that logs it (smoothed as the loss curves)."""
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows + 0.4), squeeze=False)
+    shown = {}
+    for ax, key in zip(axes.flat, keys):
+        for run in runs:
+            it, values = _series(run, key)
+            if it:
+                shown[run["name"]] = ax.plot(it, smooth(values, window), color=colors[run["name"]],
+                                             label=run["name"], linewidth=1.2, **_marker(len(it)))[0]
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    # one legend for the figure: a run may log only some of the keys (each method its own)
+    fig.legend(list(shown.values()), list(shown), loc="upper center", ncol=min(3, len(shown)), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (3.2 * rows + 0.4)))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# per-class AP
+
+
+def per_class_table(runs: Sequence[Dict]) -> Optional[str]:
+    """Markdown table of COCOEvaluator's per-class box AP ("AP-<class>", which it logs when a
+    dataset has more than one class): a row per run and evaluation, a column per class; None when
+    no run has more than one class."""
+    classes: List[str] = []
+    for run in runs:
+        for ev in run["results"].values():
+            for metric in ev.get("bbox", {}):
+                if metric.startswith("AP-") and metric[3:] not in classes:
+                    classes.append(metric[3:])
+    if len(classes) < 2:
+        return None
+    rows = []
+    for run in runs:
+        for evaluation, ev in run["results"].items():
+            name = f"{run['name']} [{evaluation}]" if evaluation else run["name"]
+            rows.append([name] + [fmt(ev.get("bbox", {}).get(f"AP-{c}")) for c in classes])
+    return _class_table(["name"] + classes, rows)
+
+
+def _class_table(header, rows) -> str:
+    # markdown_table right-aligns columns from the third on; here every AP column is numeric
+    widths = [max(len(str(x)) for x in [h] + [r[i] for r in rows]) for i, h in enumerate(header)]
+    line = lambda cells: "| " + " | ".join(  # noqa: E731
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    rule = "|" + "|".join(":" + "-" * (w + 1) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), rule] + [line(r) for r in rows])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +359,9 @@ def provenance_lines(run: Dict) -> List[str]:
 
 MEASUREMENT_NOTE = (
     f"Train time: median s/iter of metrics.json over iterations ≥ {TIME_SKIP_ITERS} (each logged value is "
-    "the median of the last 20 iterations). Inference time: wall time of the inference loop per image (eval_results.json; older runs: Detectron2's pure compute time from log.txt). Train mem: peak "
+    "the median of the last 20 iterations). Inference time: Detectron2's pure compute time per image (the "
+    "model calls, the first 5 batches left out as warmup; eval_results.json, older runs: log.txt); * marks "
+    "runs with neither: the wall time of their inference loop, data loading included. Train mem: peak "
     "`torch.cuda.max_memory_allocated` on a GPU, peak RSS of the main process on the CPU. AP: COCO, "
     '"-" where undefined (NaN: no objects of that size) or not available.'
 )
@@ -337,10 +406,17 @@ def build_report(output_dirs: Sequence[str], out_dir: str, baseline: Optional[st
         md += ["## Comparisons", "", "Runs with the same data, schedule, batch, base lr, backbone and "
                "meta-architecture; Δ rows: the run minus the baseline.", ""] + compared_md
         text += compared_text
+    classes = per_class_table(runs)
+    if classes:
+        md += ["## Per-class box AP", "", classes, ""]
+        text += ["Per-class box AP", classes, ""]
     pngs = plot_training_curves(runs, out_dir, window)
     if pngs:
         md += ["## Training curves", ""]
         md += [f"![{os.path.splitext(os.path.basename(p))[0]}]({os.path.basename(p)})" for p in pngs] + [""]
+        if any(p.endswith("method_stats.png") for p in pngs):
+            md += ["method_stats.png: the methods' own statistics as logged in metrics.json "
+                   f"({', '.join(k + '*' for k in METHOD_STAT_PREFIXES)}).", ""]
     md += ["## Provenance", ""]
     for run in runs:
         md += [f"### {run['name']}", ""] + provenance_lines(run) + [""]

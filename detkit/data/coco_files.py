@@ -92,6 +92,11 @@ def register_generated_coco(name: str, folder: str, prepare, class_names: Sequen
 _PREPARERS: Dict = {}
 
 
+def is_generated(name: str) -> bool:
+    """Whether ``name`` was registered with :func:`register_generated_coco` (made on first use)."""
+    return name in _PREPARERS
+
+
 def ensure_prepared(name: str) -> None:
     """Generate a dataset registered with :func:`register_generated_coco` if it is not cached yet.
     A no-op for any other dataset."""

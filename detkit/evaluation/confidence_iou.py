@@ -30,10 +30,12 @@ __all__ = [
     "analyze_checkpoint",
     "confidence_iou_analysis",
     "detections_with_gt_iou",
+    "empty_result_notes",
     "gt_boxes_and_classes",
     "inference_overrides",
     "iou_with_matched_gt",
     "pearson",
+    "score_threshold_of",
     "top_fraction_stats",
 ]
 
@@ -242,4 +244,39 @@ def analyze_checkpoint(
     result = confidence_iou_analysis(model, dicts, mapper, top_fraction=top_fraction, class_aware=class_aware)
     result["dataset"] = dataset
     result["checkpoint"] = checkpoint
+    result["score_thresh_key"], result["score_thresh"] = score_threshold_of(model)
     return result
+
+
+def score_threshold_of(model):
+    """(config key, value) of the score threshold below which ``model`` drops detections:
+    ``model.test_score_thresh`` of the dense detectors, the box predictor's for R-CNNs; (None,
+    None) when it has neither."""
+    if hasattr(model, "test_score_thresh"):
+        return "model.test_score_thresh", float(model.test_score_thresh)
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    if hasattr(predictor, "test_score_thresh"):
+        return "model.roi_heads.box_predictor.test_score_thresh", float(predictor.test_score_thresh)
+    return None, None
+
+
+def empty_result_notes(result: Dict) -> List[str]:
+    """Why an :func:`analyze_checkpoint` result has NaNs, and what to do: no detections at all (every
+    mean is undefined), or fewer than two / identical values (the correlation is undefined)."""
+    before, after = result["before_nms"], result["after_nms"]
+    key, thresh = result.get("score_thresh_key"), result.get("score_thresh")
+    if before["predictions"] == 0:
+        where = f" above {key}={thresh:g}" if key is not None else ""
+        lower = (f"; lower the threshold, e.g. {key}=0.0 on the command line, to analyse the low-scoring "
+                 "predictions" if key is not None and thresh > 0 else "")
+        return [f"the model made no detections{where} on the {result['images']} images, so every mean and "
+                f"correlation is undefined (NaN){lower}. An untrained or collapsed model (see its training "
+                "curves) gives this."]
+    notes = []
+    if math.isnan(before["pearson"]) or math.isnan(before["pearson_all"]):
+        notes.append(f"Pearson is NaN: {before['top']} top / {before['predictions']} predictions before NMS "
+                     "(it needs at least two, with different confidences and IoUs); use a larger "
+                     "--top-fraction or more images")
+    if after["predictions"] == 0:
+        notes.append("no detections after NMS (its means are NaN)")
+    return notes
