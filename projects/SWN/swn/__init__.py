@@ -15,6 +15,7 @@ from .optimizer import CombinedOptimizer, build_swn_optimizer, build_swn_sgd, sw
 from .retinanet import SWNRetinaNet
 from .roi_heads import SWNROIHeads
 from .weighting import SWNWeighting
+from .config import check_swn_optimizer, make_swn, swn_model, use_swn_optimizer
 
 __all__ = [
     "CombinedOptimizer",
@@ -27,6 +28,10 @@ __all__ = [
     "SWNWeighting",
     "SampleWeightingNetwork",
     "average_m",
+    "check_swn_optimizer",
+    "make_swn",
+    "swn_model",
+    "use_swn_optimizer",
     "regulariser_groups",
     "sample_weights",
     "swn_regulariser",
