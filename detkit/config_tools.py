@@ -7,7 +7,7 @@ from typing import Any
 
 from detectron2.utils.registry import locate
 
-__all__ = ["target_of", "test_dataset_name"]
+__all__ = ["target_of", "config_test_dataset"]
 
 
 def target_of(node: Any, key: str) -> Any:
@@ -31,7 +31,7 @@ def target_of(node: Any, key: str) -> Any:
     return target
 
 
-def test_dataset_name(cfg) -> str:
+def config_test_dataset(cfg) -> str:
     """The one dataset a config evaluates on, ``cfg.dataloader.test.dataset.names`` (a name or a
     one-element list).
 

@@ -104,5 +104,5 @@ def make_clean_anchors(cfg):
             f"make_clean_anchors(cfg): the config has no 'model' node (it has {sorted(cfg)}); pass a whole "
             "detection config, or call clean_anchors_model(model) on a model node"
         )
-    clean_anchors_model(cfg.model)
+    clean_anchors_model(cfg["model"])
     return cfg

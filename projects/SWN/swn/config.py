@@ -129,6 +129,28 @@ def swn_model(model) -> str:
     raise ValueError(f"model._target_ is {_name(target)}: {_WHAT}; an RPN-only model has no box head to weight.")
 
 
+def _check_sgd(optimizer) -> None:
+    """Raise ValueError unless ``optimizer`` is Detectron2's SGD node (common/optim.py)."""
+    target = target_of(optimizer, "optimizer")
+    if target is build_swn_sgd:
+        raise ValueError(
+            f"optimizer._target_ is {_name(target)}: the config already is SWN (its optimizer is SGD + Adam); "
+            "swap a config that is not SWN yet"
+        )
+    if target is not torch.optim.SGD:
+        raise ValueError(
+            f"optimizer._target_ is {_name(target)}: SWN trains the detector with Detectron2's SGD and the "
+            "SWN with Adam (build_swn_sgd); start from model_zoo.get_config('common/optim.py').SGD"
+        )
+    params = optimizer.get("params", None)
+    params_target = target_of(params, "optimizer.params") if params is not None else None
+    if params_target is not get_default_optimizer_params:
+        raise ValueError(
+            f"optimizer.params builds {_name(params_target)}: it must be L(get_default_optimizer_params)(...) "
+            "(Detectron2's common/optim.py), whose groups the SWN's parameters are taken out of"
+        )
+
+
 def use_swn_optimizer(optimizer, swn_module: str = "swn", swn_lr: float = 1e-3, swn_weight_decay: float = 1e-4):
     """Turn Detectron2's SGD optimizer node (``model_zoo.get_config("common/optim.py").SGD``, what
     every Detectron2 detection LazyConfig uses) in place into :func:`~swn.build_swn_sgd`: the same
@@ -138,18 +160,7 @@ def use_swn_optimizer(optimizer, swn_module: str = "swn", swn_lr: float = 1e-3, 
     Raises:
         ValueError: ``optimizer`` is not that SGD node (naming what it is).
     """
-    target = target_of(optimizer, "optimizer")
-    if target is not torch.optim.SGD:
-        raise ValueError(
-            f"optimizer._target_ is {_name(target)}: SWN trains the detector with Detectron2's SGD and the "
-            "SWN with Adam (build_swn_sgd); start from model_zoo.get_config('common/optim.py').SGD"
-        )
-    params = optimizer.get("params", None)
-    if params is None or target_of(params, "optimizer.params") is not get_default_optimizer_params:
-        raise ValueError(
-            "optimizer.params must be L(get_default_optimizer_params)(...) (Detectron2's common/optim.py), "
-            f"got {params!r}: the SWN's parameters are taken out of those groups"
-        )
+    _check_sgd(optimizer)
     optimizer._target_ = build_swn_sgd
     optimizer.params._target_ = swn_optimizer_params
     optimizer.params.swn_module = swn_module
@@ -171,9 +182,9 @@ def make_swn(cfg):
                 f"make_swn(cfg): the config has no {key!r} node (it has {sorted(cfg)}); pass a whole "
                 "detection config, or call swn_model(model) and use_swn_optimizer(optimizer, swn_module)"
             )
-    target_of(cfg.optimizer, "optimizer")  # check the optimizer node before changing the model
-    swn_module = swn_model(cfg.model)
-    use_swn_optimizer(cfg.optimizer, swn_module)
+    _check_sgd(cfg["optimizer"])  # before the model is changed: a refused config is left as it was
+    swn_module = swn_model(cfg["model"])
+    use_swn_optimizer(cfg["optimizer"], swn_module)
     return cfg
 
 
