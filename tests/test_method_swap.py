@@ -33,6 +33,15 @@ from swn import (
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared, busy CPU two spin-waiting threads made these runs ~6x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _zoo_cfg(name):
     if name == "faster_rcnn":
         cfg = get_config("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.py")

@@ -5,6 +5,7 @@ import math
 import os
 
 import pytest
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 
@@ -23,6 +24,15 @@ SMALL = [  # a CPU test: 2 images per step, 96 px short side, no worker processe
     "model.test_score_thresh=0.0",  # 2 iterations: keep every detection, so that AP is a number
     "train.log_period=1",
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared, busy CPU two spin-waiting threads made these runs ~6x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
