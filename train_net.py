@@ -60,6 +60,7 @@ from detkit.evaluation.timing import inference_times_on_dataset
 from detkit.modeling.nms_inference import soft_nms_inference
 from detkit.modeling.soft_nms import soft_nms_options
 from detkit.modeling.tta import build_tta_model
+from swn import check_swn_optimizer
 
 logger = logging.getLogger("detectron2")
 
@@ -112,6 +113,7 @@ def do_train(args, cfg, device):
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
+    check_swn_optimizer(model, optim)  # an SWN model needs its SWN under Adam (swn.make_swn)
     clip = cfg.train.get("clip_grad", None)
     if clip is not None and clip.get("enabled", False):
         add_gradient_clipping(optim, clip.max_norm, clip.get("norm_type", 2.0))

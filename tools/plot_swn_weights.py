@@ -3,7 +3,7 @@
 Network", Fig. 5): the classification loss of positive anchors by IoU, and the learned weights as a
 function of each of the SWN's inputs.
 
-    python tools/plot_swn_weights.py --config-file CFG --checkpoint PTH [--dataset treecrowns_val]
+    python tools/plot_swn_weights.py --config-file CFG --checkpoint PTH [--dataset NAME]
         [--num-images N] [--batch-size B]
         [--baseline-config CFG --baseline-checkpoint PTH [--baseline-opts KEY=VALUE ...]]
         [--out DIR] [--dpi 90] [key=value ...]
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import detkit  # noqa: F401  (registers the built-in datasets)
+from detkit.config_tools import config_test_dataset
 from detkit.analysis import annotated_inputs, batches, load_config, load_model
 from detkit.visualization import save_figure
 from swn import SWNRetinaNet
@@ -37,7 +38,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="an SWN RetinaNet LazyConfig")
     parser.add_argument("--checkpoint", required=True, help="its trained weights (.pth)")
-    parser.add_argument("--dataset", default="treecrowns_val", help="registered dataset name")
+    parser.add_argument("--dataset", default=None,
+                        help="registered dataset name (default: the config's test dataset, dataloader.test.dataset.names)")
     parser.add_argument("--num-images", type=int, default=None, help="first N images (default: all)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per SWN batch (default: dataloader.train.total_batch_size)")
@@ -73,6 +75,8 @@ def _samples(cfg, model, args, batch_size):
 def plot_swn_weights(args) -> list:
     """Collect the samples and make the pictures; returns the paths written."""
     cfg = load_config(args.config_file, args.opts)
+    if args.dataset is None:
+        args.dataset = config_test_dataset(cfg)  # the config's test dataset
     model = load_model(cfg, args.checkpoint)
     if not isinstance(model, SWNRetinaNet):
         raise ValueError(

@@ -3,7 +3,7 @@
 Figs. 1 and 3): the candidates coloured by their cleanliness soft label and by their re-weighting
 factor, and both against the anchor's IoU with its ground truth.
 
-    python tools/visualize_anchors.py --config-file CFG --checkpoint PTH [--dataset treecrowns_val]
+    python tools/visualize_anchors.py --config-file CFG --checkpoint PTH [--dataset NAME]
         [--image-index 0] [--boxes anchors|predictions] [--crop X0 Y0 X1 Y1] [--out DIR] [--dpi 90]
         [--no-scatter] [key=value ...]
 
@@ -33,6 +33,7 @@ from clean_anchors.plots import (
     candidates_of_image,
     iou_scatter_figure,
 )
+from detkit.config_tools import config_test_dataset
 from detkit.analysis import annotated_inputs, load_config, load_model
 from detkit.visualization import save_figure
 
@@ -41,7 +42,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="the checkpoint's LazyConfig (any RetinaNet)")
     parser.add_argument("--checkpoint", required=True, help="model weights (.pth)")
-    parser.add_argument("--dataset", default="treecrowns_val", help="registered dataset name")
+    parser.add_argument("--dataset", default=None,
+                        help="registered dataset name (default: the config's test dataset, dataloader.test.dataset.names)")
     parser.add_argument("--image-index", type=int, default=0, help="index of the image in the dataset")
     parser.add_argument("--boxes", choices=BOX_KINDS, default="anchors",
                         help="draw the candidate anchors or the boxes the model predicts from them")
@@ -58,6 +60,8 @@ def parse_args(argv=None):
 def visualize_anchors(args) -> list:
     """Make the pictures; returns the paths written."""
     cfg = load_config(args.config_file, args.opts)
+    if args.dataset is None:
+        args.dataset = config_test_dataset(cfg)  # the config's test dataset
     model = load_model(cfg, args.checkpoint)
     inputs = annotated_inputs(cfg, model, args.dataset, [args.image_index])
     topn, assigner, cleanliness = cleanliness_settings(model)

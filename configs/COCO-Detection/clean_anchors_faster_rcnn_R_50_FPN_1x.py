@@ -1,14 +1,10 @@
 """Faster R-CNN R50-FPN whose RPN is trained with CleanAnchors (paper Table 6: 37.8 vs 36.8 AP).
 The paper trains Faster R-CNN with 8 images per batch at LR 0.01 for 180k iterations."""
-from detectron2.config import LazyCall as L
-
-from clean_anchors import CleanAnchorsRPN, CleanlinessConfig
+from clean_anchors import clean_anchors_model
 
 from .faster_rcnn_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
 
-model.proposal_generator._target_ = CleanAnchorsRPN
-model.proposal_generator.topn = 10
-model.proposal_generator.cleanliness = L(CleanlinessConfig)(alpha=0.75, gamma=1.0, multiplicity="anchors")
+clean_anchors_model(model)  # RPN: top-10 candidates, cleanliness alpha 0.75 / gamma 1, per anchor
 
 dataloader.train.total_batch_size = 8
 optimizer.lr = 0.01

@@ -3,15 +3,10 @@
 120k/160k, multi-scale training 640-800, smooth-L1 beta 0.1) plus the method: focal alpha 0.5,
 top-30 candidates, cleanliness alpha 0.75, the reference loss normaliser.
 Paper / reference: 38.6 COCO val AP against 36.5 for its baseline."""
-from detectron2.config import LazyCall as L
-
-from clean_anchors import CleanAnchorsRetinaNet, CleanlinessConfig
+from clean_anchors import clean_anchors_model
 
 from .retinanet_R_50_FPN_1x_bs8 import dataloader, lr_multiplier, model, optimizer, train
 
-model._target_ = CleanAnchorsRetinaNet
-model.topn = 30
-model.cleanliness = L(CleanlinessConfig)(alpha=0.75, gamma=1.0)
-model.focal_loss_alpha = 0.5
+clean_anchors_model(model)  # top-30 candidates, cleanliness alpha 0.75 / gamma 1, focal alpha 0.5
 model.normalizer = "ema_raw"  # the reference code's loss normaliser: max(1, EMA of the raw positive count)
 train.output_dir = "./output/COCO-Detection/clean_anchors_retinanet_R_50_FPN_1x"

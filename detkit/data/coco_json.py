@@ -31,7 +31,9 @@ __all__ = ["register_coco_dataset", "load_checked_coco_json", "check_coco_json"]
 _FORMAT_HINT = "See https://cocodataset.org/#format-data for the COCO instances format."
 
 
-def register_coco_dataset(name: str, json_file: str, image_root: str, **metadata) -> None:
+def register_coco_dataset(
+    name: str, json_file: str, image_root: str, *, replace: bool = False, **metadata
+) -> None:
     """Register a COCO-format dataset (like Detectron2's ``register_coco_instances``) whose json is
     checked when the dataset is first loaded.
 
@@ -40,15 +42,42 @@ def register_coco_dataset(name: str, json_file: str, image_root: str, **metadata
         json_file: COCO instances json (category ids any integers; Detectron2 maps them to
             contiguous ids 0..K-1 in the order of the ids and sets ``thing_classes``).
         image_root: folder the images' ``file_name`` are relative to.
+        replace: for a config file that registers its own data (``configs/Examples``), which runs
+            each time the config is loaded: a dataset of this name registered earlier by this
+            function is kept if the paths are the same and replaced if they differ. Without it a
+            second registration of a name is an error.
         metadata: extra ``MetadataCatalog`` entries.
+
+    Raises:
+        DatasetError: ``name`` is already registered (and ``replace`` is not set, or the dataset
+            was not registered by this function, e.g. a built-in one).
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
+    registration = (json_file, image_root, dict(metadata))
+    if name in DatasetCatalog.list():
+        if not replace or name not in _REGISTERED:
+            raise DatasetError(
+                f"dataset {name!r} is already registered"
+                + ("" if name in _REGISTERED else " (a built-in dataset or one registered elsewhere)")
+                + f": give {json_file} another name"
+                + (", or pass replace=True to re-register it" if name in _REGISTERED else "")
+                + "."
+            )
+        if _REGISTERED[name] == registration:
+            return  # the same config loaded again: keep the registration (and its loaded metadata)
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda: load_checked_coco_json(json_file, image_root, name))
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata
     )
+    _REGISTERED[name] = registration
+
+
+# name -> (json_file, image_root, metadata) of the datasets registered by register_coco_dataset
+_REGISTERED: Dict[str, tuple] = {}
 
 
 def load_checked_coco_json(json_file: str, image_root: str, dataset_name: str = None) -> List[Dict]:

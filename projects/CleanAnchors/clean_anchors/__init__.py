@@ -16,11 +16,14 @@ from .cleanliness import (
 from .retinanet import CleanAnchorsRetinaNet
 from .rpn import CleanAnchorsRPN
 from .scores import CleanlinessConfig
+from .config import clean_anchors_model, make_clean_anchors
 
 __all__ = [
     "CleanAnchorsRetinaNet",
     "CleanAnchorsRPN",
     "CleanlinessConfig",
+    "clean_anchors_model",
+    "make_clean_anchors",
     "reweight",
     "rescale_to_sum",
     "soft_focal_loss",

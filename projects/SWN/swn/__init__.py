@@ -16,6 +16,7 @@ from .optimizer import CombinedOptimizer, build_swn_optimizer, build_swn_sgd, sw
 from .retinanet import SWNRetinaNet
 from .roi_heads import SWNROIHeads
 from .weighting import SampleWeights, SWNWeighting
+from .config import check_swn_optimizer, make_swn, swn_model, use_swn_optimizer
 
 __all__ = [
     "CombinedOptimizer",
@@ -29,6 +30,10 @@ __all__ = [
     "SampleWeights",
     "SampleWeightingNetwork",
     "average_m",
+    "check_swn_optimizer",
+    "make_swn",
+    "swn_model",
+    "use_swn_optimizer",
     "sample_weights",
     "swn_regulariser",
     "weighted_sum",
