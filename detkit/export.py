@@ -17,6 +17,8 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
 
+from .utils import atomic_write
+
 __all__ = ["ExportError", "stock_class", "stock_model_config", "export_stock_checkpoint"]
 
 
@@ -128,9 +130,7 @@ def export_stock_checkpoint(cfg, checkpoint: str, output: str) -> Dict:
         raise ExportError(f"--checkpoint {checkpoint} does not fit the stock model: "
                           f"{' '.join(str(e).split())[:300]}") from e
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    tmp = output + ".tmp"
-    torch.save({"model": weights, "__author__": "detkit.export.export_stock_checkpoint"}, tmp)
-    os.replace(tmp, output)
+    atomic_write(output, lambda f: torch.save({"model": weights, "__author__": "detkit.export.export_stock_checkpoint"}, f))
     config_path = os.path.splitext(output)[0] + ".yaml"
     if "train" in stock_cfg:
         stock_cfg.train.init_checkpoint = os.path.abspath(output)

@@ -25,7 +25,7 @@ from swn import (
     SWNFastRCNNOutputLayers,
     SWNRetinaNet,
     SWNROIHeads,
-    SWNWeighting,
+    SWNConfig,
     build_swn_sgd,
     check_swn_optimizer,
     make_swn,
@@ -64,14 +64,14 @@ SWN_RETINANET = {
     "_target_": SWNRetinaNet,
     "swn": {"_target_": SampleWeightingNetwork, "num_tasks": 2, "embed_dim": 64, "shared_head": True,
             "clamp": 2.0, "init_std": 1e-4},
-    "weighting": {"_target_": SWNWeighting, "lam": 0.5, "form": "exp(-m)", "cls_average": "all"},
+    "weighting": {"_target_": SWNConfig, "lam": 0.5, "form": "exp(-m)", "cls_average": "all"},
 }
 
 
 def _swn_predictor(num_tasks):
     return {"_target_": SWNFastRCNNOutputLayers,
             "swn": {"_target_": SampleWeightingNetwork, "num_tasks": num_tasks, "init_std": 1e-4},
-            "weighting": {"_target_": SWNWeighting, "lam": 0.5, "form": "exp(-m)", "cls_average": "pos_neg"}}
+            "weighting": {"_target_": SWNConfig, "lam": 0.5, "form": "exp(-m)", "cls_average": "pos_neg"}}
 
 
 SWN_OPTIMIZER = {"_target_": build_swn_sgd, "swn_lr": 1e-3, "swn_weight_decay": 1e-4}

@@ -157,7 +157,7 @@ def mask_rcnn_pair(num_classes=3):
     from detectron2.config import LazyCall as L
     from detectron2.modeling.roi_heads import StandardROIHeads
 
-    from swn import SampleWeightingNetwork, SWNROIHeads, SWNWeighting
+    from swn import SampleWeightingNetwork, SWNROIHeads, SWNConfig
 
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/common/models/mask_rcnn_mnv2_fpn.py"))
     cfg.model.backbone.pretrained = False
@@ -166,7 +166,7 @@ def mask_rcnn_pair(num_classes=3):
     cfg.model.roi_heads._target_ = SWNROIHeads
     cfg.model.roi_heads.box_predictor._target_ = SWNFastRCNNOutputLayers
     cfg.model.roi_heads.box_predictor.swn = L(SampleWeightingNetwork)(num_tasks=3, init_std=1e-4)
-    cfg.model.roi_heads.box_predictor.weighting = L(SWNWeighting)(cls_average="pos_neg")
+    cfg.model.roi_heads.box_predictor.weighting = L(SWNConfig)(cls_average="pos_neg")
     torch.manual_seed(0)
     method = instantiate(cfg.model)
     assert type(method.roi_heads) is SWNROIHeads

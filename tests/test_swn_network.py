@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from swn.loss import average_m, sample_weights, swn_regulariser, weighted_sum
-from swn.weighting import SWNWeighting
+from swn.weighting import SWNConfig
 from swn.network import SampleWeightingNetwork, relu_mlp_of_scalar
 
 LN2 = math.log(2.0)
@@ -143,7 +143,7 @@ def test_sample_weights_forms():
 def _uncertainty_weighted(loss, m, lam=0.5, form="exp(-m)"):
     """One task through the API the heads use: weights of per-sample m ("none": no averaging)."""
     pos = torch.ones(m.shape[0], dtype=torch.bool)
-    w = SWNWeighting(lam=lam, form=form, cls_average="none", weight_reg=False)
+    w = SWNConfig(lam=lam, form=form, cls_average="none", weight_reg=False)
     weights = w.weights(torch.stack([m, torch.zeros_like(m)], dim=1), pos, loss, loss)
     return weighted_sum(loss, weights.cls), w.regulariser(weights, pos)
 
@@ -230,8 +230,8 @@ def _m(num_tasks):
 
 
 def _regulariser(m, pos, cls_average, lam=0.5):
-    """SWNWeighting.regulariser of an (S, T) network output, as the heads compute it."""
-    w = SWNWeighting(cls_average=cls_average, lam=lam)
+    """SWNConfig.regulariser of an (S, T) network output, as the heads compute it."""
+    w = SWNConfig(cls_average=cls_average, lam=lam)
     mask_loss = m.new_zeros(int(pos.sum())) if m.shape[1] == 3 else None
     return w.regulariser(w.weights(m, pos, m[:, 0], m[pos, 1], mask_loss), pos)
 
@@ -250,7 +250,7 @@ def test_regulariser_hand_computed():
     # per-sample m_cls ("none") is regularised over all samples, as "all": 1.8
     torch.testing.assert_close(_regulariser(_m(2), POS, "none"), torch.tensor(1.8))
     with pytest.raises(ValueError, match="cls_average"):
-        SWNWeighting(cls_average="neg")
+        SWNConfig(cls_average="neg")
 
 
 def test_regulariser_without_positives():
@@ -409,3 +409,11 @@ def test_fast_path_under_autocast():
     torch.testing.assert_close(fast, plain.float(), rtol=0.05, atol=0.05)
     fast[:, 0].mean().backward()
     assert all(p.grad is not None for p in net.parameters())
+
+
+def test_former_name_of_the_switches_still_works_and_warns():
+    from swn import SWNConfig, SWNWeighting
+
+    with pytest.warns(DeprecationWarning, match="SWNWeighting is now swn.SWNConfig"):
+        w = SWNWeighting(lam=0.3, cls_average="pos_neg")
+    assert isinstance(w, SWNConfig) and w.lam == 0.3 and w.cls_average == "pos_neg"

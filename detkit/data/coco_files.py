@@ -6,8 +6,9 @@ dataset and parameter set, and are only rebuilt when that folder has no complete
 import hashlib
 import json
 import os
-import tempfile
 from typing import Dict, List, Sequence
+
+from ..utils import atomic_write, write_json
 
 
 def cache_root() -> str:
@@ -54,10 +55,7 @@ def coco_dict(images: List[Dict], annotations: List[Dict], class_names: Sequence
 def write_json_atomic(obj: Dict, path: str) -> None:
     """Write json so that a reader never sees a half-written file (the json marks completion)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+    write_json(obj, path, remove_stale=False)  # DDP ranks may prepare the same cache at once
 
 
 def register_generated_coco(name: str, folder: str, prepare, class_names: Sequence[str], **metadata):
@@ -111,7 +109,7 @@ def ensure_prepared(name: str) -> None:
 def save_image_atomic(image, path: str) -> None:
     """Save a PIL image via a temporary file, so that concurrent processes (DDP ranks preparing the
     same cache) never read a half-written file."""
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.{os.getpid()}.tmp{ext}"
-    image.save(tmp)
-    os.replace(tmp, path)
+    from PIL import Image
+
+    fmt = Image.registered_extensions()[os.path.splitext(path)[1].lower()]
+    atomic_write(path, lambda f: image.save(f, format=fmt), remove_stale=False)

@@ -27,20 +27,33 @@
   of the model is missing or has another shape; otherwise one warning that lists what was
   skipped (a new class count, a different head: fine-tuning).
 * ``--eval-only`` without a checkpoint is an error instead of an evaluation of random weights.
+* A local file is loaded by its name as it is, also with "?" or "#" in it (Detectron2 parses
+  every path as a URL and cuts it at "?"); only paths that are no local file go through
+  Detectron2's ``PathManager`` (URLs, ``detectron2://``).
+
+Built on public API only: ``save``, ``tag_last_checkpoint``, ``load`` and ``resume_or_load`` are
+overridden; the file is read by :func:`read_checkpoint`, model-zoo names are matched by
+Detectron2's ``align_and_update_state_dicts``, the weights set by ``load_state_dict(strict=False)``.
 """
 import glob
 import logging
 import os
 import pickle
 import shutil
-import tempfile
 import uuid
+from collections import defaultdict
 from contextlib import contextmanager
 from typing import IO, Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from fvcore.common.checkpoint import _filter_reused_missing_keys, _group_checkpoint_keys, _group_to_str
+
+from ..utils import atomic_write
+from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
+from detectron2.utils.file_io import PathManager
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 __all__ = [
     "ALLOW_UNSAFE_FLAG",
@@ -56,6 +69,7 @@ __all__ = [
     "load_pickle_checkpoint",
     "load_report",
     "nonfinite_tensors",
+    "read_checkpoint",
     "torch_load_weights_only",
 ]
 
@@ -92,45 +106,6 @@ class NonFiniteWeightsError(CheckpointError, FloatingPointError):
 
 
 # --------------------------------------------------------------------------------------- saving
-
-
-def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write the file ``path`` so that it is, at every moment, either absent / the old file or the
-    complete new one.
-
-    ``write(f)`` fills a new temporary file ``.<name>.<random>.tmp`` in the same folder (so that
-    the rename stays on one file system), which is flushed, ``fsync``-ed and renamed over ``path``
-    with ``os.replace`` (atomic on POSIX and Windows); then the folder is ``fsync``-ed so that the
-    rename survives a crash of the machine. On an exception the temporary file is removed; a
-    SIGKILL leaves it behind (hidden, ``.tmp``: never taken for a checkpoint), and the next
-    :func:`atomic_write` of the same ``path`` removes it.
-    """
-    path = os.path.abspath(path)
-    directory, name = os.path.split(path)
-    for stale in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(name)}.*.tmp")):
-        try:
-            os.remove(stale)
-        except FileNotFoundError:
-            pass
-    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # "x": never follows or reuses an existing file
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if os.name == "posix":
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def nonfinite_tensors(state_dict: Dict[str, Any]) -> List[str]:
@@ -291,7 +266,15 @@ class LoadReport(NamedTuple):
 
 
 def _grouped(keys: Sequence[str], limit: int = 12) -> str:
-    groups = sorted(head + _group_to_str(tails) for head, tails in _group_checkpoint_keys(list(keys)).items())
+    """``"backbone.conv1.{bias, weight}, head.score.weight"``: keys grouped by their module."""
+    by_module = defaultdict(list)
+    for key in keys:
+        head, _, tail = key.rpartition(".")
+        by_module[head].append(tail)
+    groups = sorted(
+        (head + "." if head else "") + (tails[0] if len(tails) == 1 else "{" + ", ".join(sorted(tails)) + "}")
+        for head, tails in by_module.items()
+    )
     more = f", ... ({len(groups) - limit} more groups)" if len(groups) > limit else ""
     return ", ".join(groups[:limit]) + more
 
@@ -363,20 +346,72 @@ def _save_failed_message(save_file: str, data: Dict[str, Any], error: Exception)
     )
 
 
-@contextmanager
-def _url_safe_local_path(path: Optional[str]):
-    """``path``, or for a local file whose name holds "?" or "#" (which Detectron2's checkpointer
-    parses as a URL query / fragment and cuts off) a temporary link to it without them."""
-    if not path or not ("?" in path or "#" in path) or not os.path.isfile(path):
-        yield path
-        return
-    folder = tempfile.mkdtemp(prefix="detkit-checkpoint-")
-    link = os.path.join(folder, os.path.basename(path).replace("?", "_").replace("#", "_"))
-    try:
-        os.symlink(os.path.abspath(path), link)
-        yield link
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def read_checkpoint(filename: str, allow_unsafe: bool = False) -> Dict[str, Any]:
+    """A local checkpoint file as Detectron2's checkpointer reads it, without arbitrary unpickling:
+    ``{"model": state dict, ...}`` (``.pth`` through :func:`torch_load_weights_only`; Detectron2 /
+    Caffe2 model-zoo ``.pkl`` through :func:`load_pickle_checkpoint`, with Detectron2's
+    ``matching_heuristics`` flag for Caffe2 blobs; pycls ``.pyth``).
+
+    Raises:
+        UnsafeCheckpointError, CheckpointError: as :func:`torch_load_weights_only`, or the file
+            holds no state dict.
+    """
+    if filename.endswith(".pkl"):
+        data = load_pickle_checkpoint(filename, allow_unsafe)
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{filename}: a .pkl checkpoint must hold a dict, not a {type(data).__name__}")
+        if "model" in data and "__author__" in data:  # Detectron2 model-zoo format
+            logger.info("Reading a file from '{}'".format(data["__author__"]))
+            return data
+        if "blobs" in data:  # Caffe2 / Detectron1 detection models
+            data = data["blobs"]
+        data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+        return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+    if filename.endswith(".pyth"):  # pycls
+        data = torch_load_weights_only(filename, allow_unsafe)
+        if "model_state" not in data:
+            raise CheckpointError(f"{filename}: a pycls .pyth checkpoint must contain 'model_state'")
+        state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+        return {"model": state, "__author__": "pycls", "matching_heuristics": True}
+    loaded = torch_load_weights_only(filename, allow_unsafe)
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{filename}: not a checkpoint (it holds a {type(loaded).__name__}, not a dict)")
+    if "model" not in loaded:
+        loaded = {"model": loaded}
+    if not isinstance(loaded.get("model"), dict):
+        raise CheckpointError(
+            f"{filename}: no state dict in this file (its 'model' is a "
+            f"{type(loaded.get('model')).__name__}); expected a checkpoint of train_net.py or "
+            "a plain {name: tensor} state dict."
+        )
+    return loaded
+
+
+def _local_file(path: str) -> Tuple[str, bool]:
+    """``(local file, matching_heuristics)`` of a checkpoint path: a local file as it is (also with
+    "?" or "#" in its name), else a URL or ``detectron2://`` path through Detectron2's PathManager
+    (downloaded and cached), whose ``?matching_heuristics=True`` query Detectron2 honours."""
+    if os.path.isfile(path):
+        return path, False
+    url = urlparse(path)
+    queries = parse_qs(url.query)
+    heuristics = queries.pop("matching_heuristics", ["False"]) == ["True"]
+    if queries:
+        raise CheckpointError(f"{path}: unsupported URL query {dict(queries)} (only matching_heuristics=True)")
+    local = PathManager.get_local_path(url._replace(query="").geturl())
+    if not os.path.isfile(local):
+        raise FileNotFoundError(f"Checkpoint {path} not found")
+    return local, heuristics
+
+
+def _shared_with(model: torch.nn.Module, keys: Iterable[str]) -> set:
+    """The keys among ``keys`` whose tensor the model also holds under a name not in ``keys``
+    (tied parameters: loaded through their other name)."""
+    keys = set(keys)
+    names_by_tensor = defaultdict(set)
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        names_by_tensor[id(tensor)].add(name)
+    return {k for names in names_by_tensor.values() if names - keys for k in names & keys}
 
 
 class SafeCheckpointer(DetectionCheckpointer):
@@ -408,7 +443,6 @@ class SafeCheckpointer(DetectionCheckpointer):
         self.require_complete = require_complete
         self.min_loaded_fraction = min_loaded_fraction
         self._purpose = "evaluation" if require_complete else "initialisation"
-        self._loading = None
         self.last_report: Optional[LoadReport] = None
 
     # -- saving
@@ -463,75 +497,60 @@ class SafeCheckpointer(DetectionCheckpointer):
         return self.load(path, checkpointables=[])
 
     def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
-        if not path and self._needs_complete():
-            raise CheckpointError(
-                f"No checkpoint given for {self._purpose}: the model would keep its random "
-                "initial weights. Set train.init_checkpoint=PATH (e.g. OUTPUT_DIR/model_final.pth)."
-            )
-        self._loading = path
-        try:
-            with _url_safe_local_path(path) as safe:
-                return super().load(safe, checkpointables=checkpointables)
-        finally:
-            self._loading = None
+        """Load the model's weights from ``path`` (:func:`read_checkpoint`, Detectron2's name
+        matching for model-zoo files, the :class:`LoadReport` checks) and the ``checkpointables``
+        found in it (default: all); returns what else the file holds (e.g. ``iteration``)."""
+        if not path:
+            if self._needs_complete():
+                raise CheckpointError(
+                    f"No checkpoint given for {self._purpose}: the model would keep its random "
+                    "initial weights. Set train.init_checkpoint=PATH (e.g. OUTPUT_DIR/model_final.pth)."
+                )
+            self.logger.info("No checkpoint found. Initializing model from scratch")
+            return {}
+        self.logger.info(f"[SafeCheckpointer] Loading from {path} ...")
+        local, heuristics = _local_file(path)
+        checkpoint = read_checkpoint(local, self.allow_unsafe)
+        if heuristics:
+            checkpoint["matching_heuristics"] = True
+        self._load_weights(path, checkpoint)
+        for key in self.checkpointables if checkpointables is None else checkpointables:
+            if key in checkpoint:
+                self.logger.info(f"Loading {key} from {path} ...")
+                self.checkpointables[key].load_state_dict(checkpoint.pop(key))
+        return checkpoint
 
     def _needs_complete(self) -> bool:
         return self.require_complete or self._purpose == "resuming"
 
-    def _torch_load(self, f: str) -> Any:
-        return torch_load_weights_only(f, self.allow_unsafe)
-
-    def _load_file(self, filename: str) -> Dict[str, Any]:
-        if filename.endswith(".pkl"):
-            # DetectionCheckpointer._load_file, with NumpyOnlyUnpickler instead of pickle.load
-            data = load_pickle_checkpoint(filename, self.allow_unsafe)
-            if not isinstance(data, dict):
-                raise CheckpointError(f"{filename}: a .pkl checkpoint must hold a dict, not a {type(data).__name__}")
-            if "model" in data and "__author__" in data:  # Detectron2 model-zoo format
-                self.logger.info("Reading a file from '{}'".format(data["__author__"]))
-                return data
-            if "blobs" in data:  # Caffe2 / Detectron1 detection models
-                data = data["blobs"]
-            data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
-            return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
-        if filename.endswith(".pyth"):  # pycls
-            data = torch_load_weights_only(filename, self.allow_unsafe)
-            if "model_state" not in data:
-                raise CheckpointError(f"{filename}: a pycls .pyth checkpoint must contain 'model_state'")
-            state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
-            return {"model": state, "__author__": "pycls", "matching_heuristics": True}
-        loaded = super()._load_file(filename)  # -> self._torch_load
-        if not isinstance(loaded.get("model"), dict):
-            raise CheckpointError(
-                f"{filename}: no state dict in this file (its 'model' is a "
-                f"{type(loaded.get('model')).__name__}); expected a checkpoint of train_net.py or "
-                "a plain {name: tensor} state dict."
+    def _load_weights(self, path: str, checkpoint: Dict[str, Any]) -> LoadReport:
+        """Put ``checkpoint["model"]`` into the model: tensors of another shape are skipped; raises
+        :class:`CheckpointMismatchError` as the class docstring says, else logs one warning when
+        something did not match."""
+        state = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in checkpoint.pop("model").items()}
+        model_state = self.model.state_dict()
+        if checkpoint.get("matching_heuristics", False):  # Detectron2's name matching for zoo files
+            state = align_and_update_state_dicts(
+                model_state, state, c2_conversion=checkpoint.get("__author__", None) == "Caffe2"
             )
-        return loaded
-
-    def _convert_ndarray_to_tensor(self, state_dict: Dict[str, Any]) -> None:
-        # fvcore calls this on the state dict it is about to load (last, after Detectron2's
-        # name-matching heuristics): remember its keys, which are what the checkpoint provides.
-        super()._convert_ndarray_to_tensor(state_dict)
-        keys = list(state_dict.keys())
-        if keys and all(k.startswith("module.") for k in keys):  # fvcore strips a DDP prefix
-            keys = [k[len("module."):] for k in keys]
-        self._checkpoint_keys = keys
-
-    def _load_model(self, checkpoint: Any):
-        shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        self._checkpoint_keys = []
-        incompatible = super()._load_model(checkpoint)
+        consume_prefix_in_state_dict_if_present(state, "module.")  # a DDP-wrapped model's save
+        shapes = {k: tuple(v.shape) for k, v in model_state.items()}
+        checkpoint_keys = list(state)
+        mismatch = [(k, tuple(state[k].shape), shapes[k]) for k in checkpoint_keys
+                    if k in shapes and torch.is_tensor(state[k]) and tuple(state[k].shape) != shapes[k]]
+        for k, _, _ in mismatch:
+            del state[k]
+        self.model.load_state_dict(state, strict=False)
         # Not missing for Detectron2 either: pixel_mean/std (set from the config) and parameters
         # that the checkpoint holds under another of their names. (Keys that a module's
         # _load_from_state_dict fills with defaults, e.g. BatchNorm statistics, are missing.)
-        absent = [k for k in shapes if k not in self._checkpoint_keys]
+        absent = [k for k in shapes if k not in state]
         top_level_buffers = dict(self.model.named_buffers(recurse=False))
         tolerated = {k for k in ("pixel_mean", "pixel_std") if k in top_level_buffers}
-        tolerated |= set(absent) - set(_filter_reused_missing_keys(self.model, absent))
-        report = load_report(shapes, self._checkpoint_keys, incompatible.incorrect_shapes, not_needed=tolerated)
+        tolerated |= _shared_with(self.model, absent)
+        report = load_report(shapes, checkpoint_keys, mismatch, not_needed=tolerated)
         self.last_report = report
-        path, model = self._loading, type(self.model).__name__
+        model = type(self.model).__name__
         if report.loaded_fraction < self.min_loaded_fraction:
             raise CheckpointMismatchError(
                 f"{path} does not fit this {model}: {report.summary()}.\nLess than "
@@ -547,10 +566,6 @@ class SafeCheckpointer(DetectionCheckpointer):
                 "backbone-only file (for training, pass it as train.init_checkpoint without "
                 "--eval-only / --resume)?"
             )
-        return incompatible
-
-    def _log_incompatible_keys(self, incompatible) -> None:
-        # One warning for the whole load instead of fvcore's one per kind of mismatch.
-        report = self.last_report
-        if report is not None and (not report.complete or report.unused):
-            self.logger.warning(f"Checkpoint {self._loading}: {report.summary()}")
+        if not report.complete or report.unused:
+            self.logger.warning(f"Checkpoint {path}: {report.summary()}")
+        return report

@@ -24,6 +24,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..utils import write_json
+
 PROVENANCE_FILE = "provenance.json"
 EVAL_PROVENANCE_FILE = "provenance_eval.json"
 
@@ -166,8 +168,5 @@ def write_provenance(cfg, args, output_dir: str, device: Optional[str] = None) -
             if isinstance(first, dict):
                 first.setdefault("resumes", []).append(record)
                 record = first
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, path)
+    write_json(record, path, indent=2)
     return path

@@ -46,8 +46,8 @@ import torch.distributed as dist
 from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
-from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from ..utils import unwrap_model
 from .checkpoint import nonfinite_tensors
 
 __all__ = [
@@ -107,12 +107,6 @@ def describe_images(batch: Sequence[Any]) -> List[str]:
                 problems.append("its gt_boxes hold NaN/inf")
         out.append(text + (f" <- {', '.join(problems)}" if problems else ""))
     return out
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    while isinstance(model, (DistributedDataParallel, DataParallel)):
-        model = model.module
-    return model
 
 
 def _last_checkpoint(checkpoint_dir: Optional[str]) -> Optional[str]:
@@ -196,7 +190,7 @@ def check_finite_losses(
         "images": describe_images(batch),
     }
     reports = comm.all_gather(report) if comm.get_world_size() > 1 else [report]
-    bad_weights = nonfinite_tensors(_unwrap(model).state_dict()) if model is not None else []
+    bad_weights = nonfinite_tensors(unwrap_model(model).state_dict()) if model is not None else []
     raise NonFiniteLossError(
         nonfinite_loss_message(iteration, reports, bad_weights, _last_checkpoint(checkpoint_dir))
     )
@@ -245,7 +239,7 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
 def ema_state(model: torch.nn.Module) -> Dict[str, Dict[str, float]]:
     """``{module name: {attribute: value}}`` of the :data:`EMA_ATTRIBUTES` set on the modules."""
     out = {}
-    for name, module in _unwrap(model).named_modules():
+    for name, module in unwrap_model(model).named_modules():
         values = {
             a: float(getattr(module, a))
             for a in EMA_ATTRIBUTES
@@ -260,7 +254,7 @@ def load_ema_state(model: torch.nn.Module, state: Mapping[str, Mapping[str, floa
     """Set the EMA attributes of :func:`ema_state`; on a rank other than the one that saved them,
     only on modules whose EMA is the same on every rank (``global_loss_normalizer``). Returns how
     many were set."""
-    modules = dict(_unwrap(model).named_modules())
+    modules = dict(unwrap_model(model).named_modules())
     n = 0
     for name, values in state.items():
         module = modules.get(name)
@@ -438,7 +432,7 @@ class CheckedAMPTrainer(_CheckedTrainerMixin, AMPTrainer):
     """``AMPTrainer`` (CUDA only, as Detectron2's) with the finite-loss check and exact resume."""
 
     def __init__(self, model, data_loader, optimizer, *, checkpoint_dir=None, replay_data_on_resume=True, **kwargs):
-        device = next(_unwrap(model).parameters()).device.type
+        device = next(unwrap_model(model).parameters()).device.type
         if device != "cuda":
             raise ValueError(
                 f"CheckedAMPTrainer: the model is on the {device}; Detectron2's AMPTrainer (autocast and "

@@ -32,20 +32,13 @@ from detectron2.modeling import GeneralizedRCNN
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from torch import nn
-from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from ..utils import unwrap_model
 from .soft_nms import batched_soft_nms, check_soft_nms_params
 
 __all__ = ["detections_before_nms", "nms_owner", "soft_nms_inference", "unwrap_model"]
 
 _DENSE_ATTRS = ("inference_single_image", "test_nms_thresh", "max_detections_per_image")
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The detector inside a (Distributed)DataParallel wrapper, or the model itself."""
-    while isinstance(model, (DistributedDataParallel, DataParallel)):
-        model = model.module
-    return model
 
 
 def nms_owner(model: nn.Module) -> Tuple[nn.Module, str]:

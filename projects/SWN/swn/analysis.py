@@ -4,7 +4,7 @@ pictures (SWN paper Fig. 5 and the learned weight as a function of each input).
 :func:`swn_samples` runs the model on a batch and returns what
 :meth:`swn.retinanet.SWNRetinaNet.training_samples` (the method its ``losses`` reduce) gives: for
 every anchor the SWN runs on, its four inputs, the SWN's output and the loss weights of the
-model's own :class:`SWNWeighting`. It also works for a stock RetinaNet, which then has ``m = 0``
+model's own :class:`SWNConfig`. It also works for a stock RetinaNet, which then has ``m = 0``
 and all weights 1 (the baseline of Fig. 5).
 """
 from typing import Dict, List, NamedTuple
@@ -17,7 +17,7 @@ from detkit.analysis import dense_head_outputs
 
 from .loss import sample_weights
 from .retinanet import DenseSWNSamples, SWNInputs, SWNRetinaNet, dense_swn_samples
-from .weighting import SWNWeighting
+from .weighting import SWNConfig
 
 __all__ = [
     "SWNInputs",
@@ -45,8 +45,8 @@ class SWNSamples(NamedTuple):
     reg_weight: Tensor  # the box-loss weight applied in training
 
 
-def _weighting(model) -> SWNWeighting:
-    return model.weighting if isinstance(model, SWNRetinaNet) else SWNWeighting(enabled=False)
+def _weighting(model) -> SWNConfig:
+    return model.weighting if isinstance(model, SWNRetinaNet) else SWNConfig(enabled=False)
 
 
 @torch.no_grad()

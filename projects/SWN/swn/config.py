@@ -10,10 +10,10 @@ What changes (the reference code's defaults, the values of every SWN config in `
 
 * RetinaNet: ``model._target_`` becomes :class:`~swn.SWNRetinaNet`, with
   ``model.swn = L(SampleWeightingNetwork)(num_tasks=2, embed_dim=64, shared_head=True, clamp=2.0,
-  init_std=1e-4)`` and ``model.weighting = L(SWNWeighting)(lam=0.5, form="exp(-m)",
+  init_std=1e-4)`` and ``model.weighting = L(SWNConfig)(lam=0.5, form="exp(-m)",
   cls_average="all")`` (m_cls averaged over all anchors);
 * Faster R-CNN: ``model.roi_heads.box_predictor`` becomes :class:`~swn.SWNFastRCNNOutputLayers`
-  with a 2-task SWN (``init_std=1e-4``) and ``SWNWeighting(lam=0.5, form="exp(-m)",
+  with a 2-task SWN (``init_std=1e-4``) and ``SWNConfig(lam=0.5, form="exp(-m)",
   cls_average="pos_neg")``; Mask R-CNN also ``model.roi_heads`` -> :class:`~swn.SWNROIHeads`
   and a 3-task SWN that weights the mask loss too;
 * the optimizer: Detectron2's SGD (``common/optim.py``) becomes :func:`~swn.build_swn_sgd`, the
@@ -21,7 +21,7 @@ What changes (the reference code's defaults, the values of every SWN config in `
   for the SWN, one optimizer under one LR schedule and gradient clipping.
 
 Every switch is then a config key: ``model.weighting.lam=0.25``, ``model.weighting.enabled=False``,
-``model.swn.clamp=3.0``, ``optimizer.swn_lr=1e-4`` (any other argument of ``SWNWeighting`` /
+``model.swn.clamp=3.0``, ``optimizer.swn_lr=1e-4`` (any other argument of ``SWNConfig`` /
 ``SampleWeightingNetwork`` works as an override too). Anything else is refused with an error
 naming what was found: another architecture (Cascade R-CNN, a model already SWN or CleanAnchors,
 a RetinaNet subclass whose own behaviour the swap would drop), a box loss the SWN cannot read
@@ -40,13 +40,14 @@ from detectron2.solver import get_default_optimizer_params
 
 from detkit.config_tools import target_of
 from detkit.modeling import GlobalNormalizerRetinaNet
+from detkit.utils import unwrap_model
 
 from .fast_rcnn import SWNFastRCNNOutputLayers
 from .network import SampleWeightingNetwork
 from .optimizer import build_swn_sgd, swn_optimizer_params
 from .retinanet import SWNRetinaNet
 from .roi_heads import SWNROIHeads
-from .weighting import SWNWeighting
+from .weighting import SWNConfig
 
 __all__ = ["check_swn_optimizer", "make_swn", "swn_model", "use_swn_optimizer"]
 
@@ -88,7 +89,7 @@ def swn_model(model) -> str:
             )
         model._target_ = SWNRetinaNet
         model.swn = L(SampleWeightingNetwork)(num_tasks=2, embed_dim=64, shared_head=True, clamp=2.0, init_std=1e-4)
-        model.weighting = L(SWNWeighting)(lam=0.5, form="exp(-m)", cls_average="all")
+        model.weighting = L(SWNConfig)(lam=0.5, form="exp(-m)", cls_average="all")
         return "swn"
     if isinstance(target, type) and issubclass(target, GeneralizedRCNN):
         roi_heads = model.get("roi_heads", None)
@@ -124,7 +125,7 @@ def swn_model(model) -> str:
             model.roi_heads._target_ = SWNROIHeads
         model.roi_heads.box_predictor._target_ = SWNFastRCNNOutputLayers
         model.roi_heads.box_predictor.swn = L(SampleWeightingNetwork)(num_tasks=3 if has_mask else 2, init_std=1e-4)
-        model.roi_heads.box_predictor.weighting = L(SWNWeighting)(lam=0.5, form="exp(-m)", cls_average="pos_neg")
+        model.roi_heads.box_predictor.weighting = L(SWNConfig)(lam=0.5, form="exp(-m)", cls_average="pos_neg")
         return "roi_heads.box_predictor.swn"
     raise ValueError(f"model._target_ is {_name(target)}: {_WHAT}; an RPN-only model has no box head to weight.")
 
@@ -188,12 +189,6 @@ def make_swn(cfg):
     return cfg
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    while isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-        model = model.module
-    return model
-
-
 def _adam_parameter_ids(optimizer: Any) -> set:
     """ids of the parameters that an Adam optimizer (the optimizer itself, or a child of a
     :class:`~swn.CombinedOptimizer`) trains."""
@@ -218,7 +213,7 @@ def check_swn_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer
     Raises:
         ValueError: naming the SWN module, the optimizer found and the fix (:func:`make_swn`).
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     adam = _adam_parameter_ids(optimizer)
     for name, module in model.named_modules():
         if not isinstance(module, SampleWeightingNetwork):

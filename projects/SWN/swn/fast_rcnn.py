@@ -13,7 +13,7 @@ from torch import Tensor
 from .loss import weighted_sum
 from .network import SampleWeightingNetwork
 from .retinanet import SWNInputs
-from .weighting import SampleWeights, SWNWeighting, log_weights
+from .weighting import SampleWeights, SWNConfig, log_weights
 
 __all__ = ["SWNFastRCNNOutputLayers", "RoISWNSamples"]
 
@@ -46,12 +46,12 @@ class SWNFastRCNNOutputLayers(FastRCNNOutputLayers):
     ``weighting.cls_average`` defaults to "pos_neg" here.
     """
 
-    def __init__(self, *args, swn: SampleWeightingNetwork = None, weighting: SWNWeighting = None, **kwargs):
+    def __init__(self, *args, swn: SampleWeightingNetwork = None, weighting: SWNConfig = None, **kwargs):
         super().__init__(*args, **kwargs)
         if self.use_sigmoid_ce or self.box_reg_loss_type != "smooth_l1":
             raise ValueError("SWNFastRCNNOutputLayers supports softmax cross-entropy with smooth-L1 box loss only")
         self.swn = swn if swn is not None else SampleWeightingNetwork()
-        self.weighting = weighting if weighting is not None else SWNWeighting(cls_average="pos_neg")
+        self.weighting = weighting if weighting is not None else SWNConfig(cls_average="pos_neg")
 
     def training_samples(self, predictions, proposals, mask_loss: Optional[Tensor] = None) -> RoISWNSamples:
         """The per-RoI losses, SWN inputs, output and weights :meth:`losses` reduces; no side effect.

@@ -6,7 +6,7 @@ code, the default) or ``exp(-2m)`` (paper, Eq. 9), plus a regulariser ``lam * m`
 keeps ``m`` from growing without bound.
 
 How a detector head puts them together (defaults follow the reference code; the heads do it
-through :class:`swn.weighting.SWNWeighting`, the one place that applies the switches)::
+through :class:`swn.weighting.SWNConfig`, the one place that applies the switches)::
 
     m = swn(loss_cls, loss_reg, iou, prob)                     # (S, 2)
     m_cls = average_m(m[:, 0], pos, "all")                     # dense heads; "pos_neg" for RoI heads
@@ -115,7 +115,7 @@ def swn_regulariser(groups: Sequence[Tensor], lam: float = 0.5) -> Tensor:
 
     This is the reference code's version of Eq. 9's ``lambda * m`` terms: each task's ``m`` is
     averaged over its own group of samples rather than summed with the losses
-    (:meth:`swn.weighting.SWNWeighting.regulariser` chooses the groups).
+    (:meth:`swn.weighting.SWNConfig.regulariser` chooses the groups).
 
     Args:
         groups: non-empty sequence of tensors of any shape (typically (N_g,) slices of ``m``).

@@ -111,7 +111,7 @@ class SampleWeightingNetwork(nn.Module):
             loss_mask: (S,) per-RoI mask loss; required iff ``num_tasks == 3``.
 
         The losses are always detached here; IoU and prob too unless ``detach_iou_prob=False``
-        (the reference RetinaNet's gradient path, :class:`swn.SWNWeighting` ``detach_inputs``):
+        (the reference RetinaNet's gradient path, :class:`swn.SWNConfig` ``detach_inputs``):
         by default the SWN learns from the detector's statistics but never sends gradient back into
         the detector through them.
 

@@ -55,6 +55,8 @@ import torch
 from detectron2.solver import get_default_optimizer_params
 from torch.optim import Optimizer
 
+from detkit.utils import unwrap_model
+
 __all__ = [
     "CombinedOptimizer",
     "SWNOptimizerParams",
@@ -176,17 +178,8 @@ def _merged_state_dict(children: Mapping[str, dict[str, Any]], names: list[str])
     return {"state": state, "param_groups": groups}
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    # DistributedDataParallel / DataParallel keep the model in `.module`.
-    while isinstance(
-        model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
-    ):
-        model = model.module
-    return model
-
-
 def _swn_parameters(model: torch.nn.Module, swn_module: str) -> list[torch.nn.Parameter]:
-    model = _unwrap(model)
+    model = unwrap_model(model)
     try:
         swn = model.get_submodule(swn_module)
     except AttributeError:
@@ -246,7 +239,7 @@ def build_swn_optimizer(
                 raise ValueError("the detector optimizer has no parameter outside the SWN")
             detector.param_groups[:] = groups
     elif callable(detector_optimizer):
-        groups = get_default_optimizer_params(_unwrap(model))
+        groups = get_default_optimizer_params(unwrap_model(model))
         detector = detector_optimizer(_without(groups, swn_ids))
     else:
         raise TypeError(
@@ -256,7 +249,7 @@ def build_swn_optimizer(
     in_detector = {id(p) for g in detector.param_groups for p in g["params"]}
     missing = [
         name
-        for name, p in _unwrap(model).named_parameters()
+        for name, p in unwrap_model(model).named_parameters()
         if p.requires_grad and id(p) not in swn_ids and id(p) not in in_detector
     ]
     if missing:
@@ -292,7 +285,7 @@ def swn_optimizer_params(
     ``overrides``, ...) for the detector's groups, from which the SWN's parameters are taken out.
     """
     swn_ids = {id(p) for p in _swn_parameters(model, swn_module)}
-    groups = _without(get_default_optimizer_params(_unwrap(model), **kwargs), swn_ids)
+    groups = _without(get_default_optimizer_params(unwrap_model(model), **kwargs), swn_ids)
     return SWNOptimizerParams(model=model, swn_module=swn_module, detector_groups=groups)
 
 

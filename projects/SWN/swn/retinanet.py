@@ -14,7 +14,7 @@ from detkit.modeling.loss_normalizer import GlobalLossNormalizer
 
 from .loss import weighted_sum
 from .network import SampleWeightingNetwork
-from .weighting import SampleWeights, SWNWeighting, log_weights
+from .weighting import SampleWeights, SWNConfig, log_weights
 
 __all__ = ["SWNRetinaNet", "SWNInputs", "DenseSWNSamples", "dense_swn_samples"]
 
@@ -51,7 +51,7 @@ class DenseSWNSamples(NamedTuple):
 def dense_swn_samples(
     model: RetinaNet,
     swn: Optional[SampleWeightingNetwork],
-    weighting: SWNWeighting,
+    weighting: SWNConfig,
     anchors: List[Boxes],
     pred_logits: List[Tensor],
     gt_labels: List[Tensor],
@@ -123,7 +123,7 @@ class SWNRetinaNet(GlobalLossNormalizer, RetinaNet):
 
     Args (besides RetinaNet's):
         swn: the :class:`SampleWeightingNetwork` (default: the reference configuration).
-        weighting: a :class:`SWNWeighting` (lambda, loss form, averaging rule, samples, input
+        weighting: a :class:`SWNConfig` (lambda, loss form, averaging rule, samples, input
             gradients, which losses are weighted, on/off).
         normalizer: the loss normaliser (:func:`detkit.modeling.dense_labels.dense_labels`):
             ``"ema"`` (default: Detectron2's EMA of the positive count, the normaliser of the stock
@@ -134,7 +134,7 @@ class SWNRetinaNet(GlobalLossNormalizer, RetinaNet):
     """
 
     def __init__(
-        self, *, swn: SampleWeightingNetwork = None, weighting: SWNWeighting = None, normalizer: str = "ema", **kwargs
+        self, *, swn: SampleWeightingNetwork = None, weighting: SWNConfig = None, normalizer: str = "ema", **kwargs
     ):
         super().__init__(**kwargs)
         if normalizer not in NORMALIZERS:
@@ -146,7 +146,7 @@ class SWNRetinaNet(GlobalLossNormalizer, RetinaNet):
                 f"got {self.box_reg_loss_type!r}"
             )
         self.swn = swn if swn is not None else SampleWeightingNetwork()
-        self.weighting = weighting if weighting is not None else SWNWeighting()
+        self.weighting = weighting if weighting is not None else SWNConfig()
 
     def training_samples(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes) -> DenseSWNSamples:
         """The per-sample losses, SWN inputs, outputs and weights :meth:`losses` reduces

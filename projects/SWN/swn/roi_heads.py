@@ -11,7 +11,7 @@ from detectron2.utils.events import get_event_storage
 
 from .fast_rcnn import SWNFastRCNNOutputLayers
 from .network import SampleWeightingNetwork
-from .weighting import SWNWeighting
+from .weighting import SWNConfig
 
 __all__ = ["SWNROIHeads", "per_instance_mask_loss"]
 
@@ -70,7 +70,7 @@ class SWNROIHeads(StandardROIHeads):
             cfg,
             ret["box_head"].output_shape,
             swn=SampleWeightingNetwork(num_tasks=3 if cfg.MODEL.MASK_ON else 2),
-            weighting=SWNWeighting(cls_average="pos_neg"),
+            weighting=SWNConfig(cls_average="pos_neg"),
         )
         return ret
 

@@ -1,10 +1,11 @@
 """How a detector uses the SWN's outputs: which losses are weighted, the loss form, the averaging
 rule of m_cls and the regulariser; plus the per-iteration logging.
 
-:class:`SWNWeighting` is the one place where the switches meet the math of :mod:`swn.loss`: every
-head (dense, RoI, mask) and the analysis tools call :meth:`SWNWeighting.weights` and
-:meth:`SWNWeighting.regulariser`.
+:class:`SWNConfig` is the one place where the switches meet the math of :mod:`swn.loss`: every
+head (dense, RoI, mask) and the analysis tools call :meth:`SWNConfig.weights` and
+:meth:`SWNConfig.regulariser`.
 """
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -14,7 +15,7 @@ from torch import Tensor
 
 from .loss import CLS_AVERAGES, FORMS, average_m, sample_weights, swn_regulariser
 
-__all__ = ["SWNWeighting", "SampleWeights", "log_weights"]
+__all__ = ["SWNConfig", "SWNWeighting", "SampleWeights", "log_weights"]
 
 
 class SampleWeights(NamedTuple):
@@ -33,7 +34,7 @@ def _mean(x: Tensor) -> Tensor:
 
 
 @dataclass
-class SWNWeighting:
+class SWNConfig:
     """Switches of the SWN loss (defaults: the authors' reference code).
 
     Attributes:
@@ -68,18 +69,18 @@ class SWNWeighting:
     def __post_init__(self):
         if not self.lam >= 0:  # also NaN
             raise ValueError(
-                f"SWNWeighting.lam (model.weighting.lam, or ...box_predictor.weighting.lam) must be >= 0, got "
+                f"SWNConfig.lam (model.weighting.lam, or ...box_predictor.weighting.lam) must be >= 0, got "
                 f"{self.lam}: the regulariser lam * m keeps the learned weights exp(-m) from growing without "
                 "bound; a negative lam rewards large weights. The paper and code use 0.5."
             )
         if self.samples not in ("all", "valid"):
-            raise ValueError(f"SWNWeighting.samples must be 'all' or 'valid', got {self.samples!r}")
+            raise ValueError(f"SWNConfig.samples must be 'all' or 'valid', got {self.samples!r}")
         if self.detach_inputs not in ("all", "losses"):
-            raise ValueError(f"SWNWeighting.detach_inputs must be 'all' or 'losses', got {self.detach_inputs!r}")
+            raise ValueError(f"SWNConfig.detach_inputs must be 'all' or 'losses', got {self.detach_inputs!r}")
         if self.form not in FORMS:
-            raise ValueError(f"SWNWeighting.form must be one of {FORMS}, got {self.form!r}")
+            raise ValueError(f"SWNConfig.form must be one of {FORMS}, got {self.form!r}")
         if self.cls_average not in CLS_AVERAGES:
-            raise ValueError(f"SWNWeighting.cls_average must be one of {CLS_AVERAGES}, got {self.cls_average!r}")
+            raise ValueError(f"SWNConfig.cls_average must be one of {CLS_AVERAGES}, got {self.cls_average!r}")
 
     def weights(
         self, m: Optional[Tensor], pos: Tensor, cls_loss: Tensor, reg_loss: Tensor, mask_loss: Optional[Tensor] = None
@@ -133,6 +134,19 @@ class SWNWeighting:
         if self.enabled and weights.m_mask is not None:
             groups.append(weights.m_mask)
         return swn_regulariser(groups, self.lam) if groups else weights.m_cls.new_zeros(())
+
+
+class SWNWeighting(SWNConfig):
+    """The former name of :class:`SWNConfig` (renamed to match ``clean_anchors.CleanlinessConfig``);
+    it still works, with a ``DeprecationWarning``."""
+
+    def __post_init__(self):
+        warnings.warn(
+            "swn.SWNWeighting is now swn.SWNConfig (the same switches); the old name will be removed",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        super().__post_init__()
 
 
 def log_weights(weights: SampleWeights, pos: Tensor, prefix: str = "swn") -> None:
