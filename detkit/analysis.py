@@ -16,7 +16,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
 
 from .data.mapper import DatasetMapper
-from .engine import apply_overrides_strict, select_device
+from .engine import add_test_defaults, apply_overrides_strict, select_device
 
 __all__ = ["load_config", "load_model", "annotated_inputs", "batches"]
 
@@ -30,10 +30,12 @@ class _RecordingCheckpointer(DetectionCheckpointer):
 
 
 def load_config(config_file: str, opts: Sequence[str] = ()):
-    """A LazyConfig file with ``key=value`` overrides (strict, as in ``train_net.py``)."""
+    """A LazyConfig file with ``key=value`` overrides (strict, as in ``train_net.py``), completed
+    with the ``test`` node first (:func:`~detkit.engine.add_test_defaults`), so that
+    ``test.aug.*`` / ``test.soft_nms.*`` overrides work on every config, as in ``train_net.py``."""
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"--config-file {config_file}: no such file")
-    return apply_overrides_strict(LazyConfig.load(config_file), list(opts))
+    return apply_overrides_strict(add_test_defaults(LazyConfig.load(config_file)), list(opts))
 
 
 def load_model(cfg, checkpoint: str, device: str = None, allow_missing: Sequence[str] = ()) -> torch.nn.Module:
