@@ -52,6 +52,7 @@ from .engine import TEST_DEFAULTS
 from .modeling.nms_inference import detections_before_nms, nms_owner, soft_nms_inference, unwrap_model
 from .modeling.soft_nms import batched_soft_nms, soft_nms_options
 from .modeling.tta import build_tta_model
+from .visualization import detectron2_visualizer
 
 __all__ = [
     "EDGE_TOLERANCE",
@@ -453,20 +454,8 @@ def predict_tiled(
 def draw_detections(image: np.ndarray, detections: Detections, metadata=None, scale: float = 1.0) -> np.ndarray:
     """(H, W, 3) uint8 RGB picture of the boxes, class names and scores, drawn by Detectron2's
     ``Visualizer.draw_instance_predictions`` (class names from ``metadata.thing_classes``)."""
-    vis = _visualizer(image, detections.boxes, metadata, scale)
+    vis = detectron2_visualizer(image, detections.boxes, metadata, scale)
     return vis.draw_instance_predictions(detections.to_instances(image.shape[:2])).get_image()
-
-
-def _visualizer(image: np.ndarray, boxes: np.ndarray, metadata=None, scale: float = 1.0):
-    """Detectron2's Visualizer, its label font no larger than ~0.3x the median box side (its
-    default grows with the image: 27 px on a 2400-px image would hide 35-px tree crowns)."""
-    from detectron2.utils.visualizer import Visualizer
-
-    vis = Visualizer(image, metadata, scale=scale)
-    if len(boxes):
-        side = float(np.median(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
-        vis._default_font_size = min(vis._default_font_size, max(6.0, 0.3 * side * scale))
-    return vis
 
 
 def _save_png(array: np.ndarray, path: str) -> str:
@@ -612,7 +601,7 @@ def comparison_figure(image: np.ndarray, gt_boxes: np.ndarray, predictions: Mapp
 
     gt_boxes = np.asarray(gt_boxes, dtype=np.float32).reshape(-1, 4)
     panels = [(f"ground truth ({len(gt_boxes)} boxes)",
-               _visualizer(image, gt_boxes, metadata).overlay_instances(boxes=gt_boxes).get_image())]
+               detectron2_visualizer(image, gt_boxes, metadata).overlay_instances(boxes=gt_boxes).get_image())]
     for name, dets in predictions.items():
         panels.append((f"{name}\n{len(dets)} detections", draw_detections(image, dets, metadata)))
     height, width = image.shape[:2]
