@@ -14,19 +14,21 @@ a COCO-results json and a DeepForest-style CSV. ``tools/predict.py`` is its comm
   image border (the tiling of :mod:`detkit.data.treecrowns`); tiles are predicted in batches (memory
   is that of one batch) and their boxes shifted back into the image. Merging across tile borders:
 
-  1. a box that touches an *inner* edge of its tile (an edge that is not the image border; within
-     :data:`EDGE_TOLERANCE` px) is cut off by that edge; it is dropped when another tile contains it
-     away from that tile's own inner edges, i.e. sees the object whole: that tile's box counts. With
-     ``overlap`` larger than the objects, every object is seen whole by some tile, so a crown on a
-     border is found once however the two tiles' boxes for it overlap;
+  1. a box that its tile cuts (it touches, within :data:`EDGE_TOLERANCE` px, an *inner* edge of
+     the tile: one that is not the image border) is dropped when another tile sees it whole
+     (contains it away from that tile's own inner edges): that tile's box for the object counts.
+     With ``overlap`` larger than the objects every object is seen whole by some tile, so the
+     partial boxes of a crown on a tile border go, whatever their IoU with the whole one;
   2. then the union goes through per-class NMS at the model's own threshold (objects larger than
-     the overlap, cut in both tiles, are merged here), or Soft-NMS when ``test.soft_nms.enabled``:
+     the overlap, cut in both tiles, are merged here, and so are the boxes of an object that two
+     tiles see whole: nearly the same box twice, as two candidates of one object on the whole
+     image would be), or Soft-NMS when ``test.soft_nms.enabled``:
      then each tile returns all its NMS candidates and one Soft-NMS runs over the union, so no box is
      decayed twice (as in the TTA wrapper). With TTA each tile's TTA output (already merged, with
      Soft-NMS if enabled) is merged across tiles with hard NMS, for the same reason.
 
-  A box away from every other tile (farther than the overlap from a tile border) comes out exactly
-  as the tile predicted it: NMS between boxes of one tile is a no-op the second time.
+  A box that touches no other tile comes out exactly as its tile predicted it: hard NMS between
+  boxes of one tile is a no-op the second time.
 """
 import csv
 import glob
@@ -365,8 +367,9 @@ def _cut_by_inner_edges(boxes: np.ndarray, window: np.ndarray, width: int, heigh
 def drop_cut_boxes(per_tile: Sequence[Detections], windows: np.ndarray, width: int, height: int,
                    tol: float = EDGE_TOLERANCE) -> List[Detections]:
     """Step 1 of the merge (module docstring): from each tile's detections (image coordinates)
-    drop the boxes cut off by an inner edge of their tile that another tile sees whole (contains,
-    not touching that tile's inner edges). Returns the remaining detections per tile."""
+    drop the boxes that their own tile cuts (touching, within ``tol`` px, an edge of the tile that
+    is not the image border) while another tile sees them whole (contains them away from its own
+    inner edges). Returns the remaining detections per tile."""
     windows = np.asarray(windows, dtype=np.float64).reshape(-1, 4)
     kept = []
     for t, dets in enumerate(per_tile):
@@ -375,13 +378,13 @@ def drop_cut_boxes(per_tile: Sequence[Detections], windows: np.ndarray, width: i
             continue
         boxes = dets.boxes.astype(np.float64)
         cut = _cut_by_inner_edges(boxes, windows[t], width, height, tol)
-        seen_whole = np.zeros(len(dets), dtype=bool)
+        drop = np.zeros(len(dets), dtype=bool)
         for u, w in enumerate(windows):
             if u == t or not cut.any():
                 continue
             inside = (boxes[:, 0] >= w[0]) & (boxes[:, 1] >= w[1]) & (boxes[:, 2] <= w[2]) & (boxes[:, 3] <= w[3])
-            seen_whole |= cut & inside & ~_cut_by_inner_edges(boxes, w, width, height, tol)
-        kept.append(dets[np.nonzero(~seen_whole)[0]])
+            drop |= cut & inside & ~_cut_by_inner_edges(boxes, w, width, height, tol)
+        kept.append(dets[np.nonzero(~drop)[0]])
     return kept
 
 
