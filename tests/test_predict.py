@@ -199,13 +199,13 @@ def test_tiled_boxes_away_from_other_tiles_are_the_tiles_own(tree_model, crown_c
                 assert tuple(box.tolist()) in merged_set
                 checked += 1
     assert checked > 0
-    # with Soft-NMS every tile gives its NMS candidates and one Soft-NMS runs over the union
+    # with Soft-NMS each tile keeps more, decayed boxes; NMS merges the tiles
     # (40 candidates per level: this random model's scores all pass the 0.05 threshold)
     cfg_soft = load_config(TREE_CFG, [NO_IMAGENET, "test.soft_nms.enabled=True"])
     model.test_topk_candidates, topk = 40, model.test_topk_candidates
     soft = Predictor(cfg_soft, model).predict_tiled(image, 160, 48, batch_size=3, progress=False)
     model.test_topk_candidates = topk
-    assert len(soft) > len(merged) and soft.scores.max() <= 1.0
+    assert len(soft) > 20 and soft.scores.min() < merged.scores.min()
 
 
 def test_boxes_are_mapped_back_through_the_test_resize(tree_model, crown_crop):
