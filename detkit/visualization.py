@@ -5,6 +5,10 @@ and no pyplot state needed).
 The binning helpers are pure numpy functions; the drawing helpers take numpy arrays (or anything
 ``np.asarray`` accepts, e.g. CPU tensors) and return a :class:`matplotlib.figure.Figure` or draw
 on a given ``Axes``; :func:`save_figure` writes a figure.
+
+:func:`dataset_samples` / :func:`draw_dataset_samples` (``tools/visualize_data.py``) show a config's
+training images with their ground truth as the training loader sees them (after the
+``dataloader.train`` mapper's augmentations) or as annotated, drawn by Detectron2's ``Visualizer``.
 """
 import os
 from typing import Dict, Optional, Sequence
@@ -25,6 +29,10 @@ __all__ = [
     "boxes_on_image_figure",
     "grouped_bars",
     "box_plot_by_bin",
+    "detectron2_visualizer",
+    "DATA_SOURCES",
+    "dataset_samples",
+    "draw_dataset_samples",
 ]
 
 
@@ -203,3 +211,109 @@ def box_plot_by_bin(ax, values, bin_index, group_labels: Sequence[str], ylabel: 
     if log:
         ax.set_yscale("log")
     ax.set_ylabel(ylabel)
+
+
+# ---------------------------------------------------------------- Detectron2 Visualizer pictures
+
+
+def detectron2_visualizer(image, boxes, metadata=None, scale: float = 1.0):
+    """Detectron2's ``Visualizer`` on an (H, W, 3) uint8 RGB image, its label font no larger than
+    ~0.3x the median side of ``boxes`` (N, 4) XYXY (its default grows with the image: 27 px on a
+    2400-px image would hide 35-px tree crowns; never below 6 px)."""
+    from detectron2.utils.visualizer import Visualizer
+
+    vis = Visualizer(image, metadata, scale=scale)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes):
+        side = float(np.median(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
+        vis._default_font_size = min(vis._default_font_size, max(6.0, 0.3 * side * scale))
+    return vis
+
+
+#: What :func:`dataset_samples` shows: the training mapper's output, or the raw annotations.
+DATA_SOURCES = ("dataloader", "annotation")
+
+
+def _first_name(names) -> str:
+    return names if isinstance(names, str) else list(names)[0]
+
+
+def dataset_samples(cfg, num_images: int, source: str = "dataloader", seed: int = 0):
+    """The first ``num_images`` images of the config's training set with their ground truth.
+
+    Args:
+        cfg: a LazyConfig with ``dataloader.train.dataset`` (and, for ``source="dataloader"``,
+            ``dataloader.train.mapper``).
+        source: ``"dataloader"``: each dataset dict through the config's training mapper (its
+            random augmentations, e.g. the tree crowns' flips; numpy's RNG seeded with ``seed``),
+            as the training loader feeds the model; ``"annotation"``: the image file and its
+            annotations as stored.
+
+    Returns:
+        a list of ``(file_name, image (H, W, 3) uint8 RGB, boxes (G, 4) XYXY, classes (G,) int)``
+        and the training dataset's metadata.
+    """
+    from detectron2.config import instantiate
+    from detectron2.data import MetadataCatalog
+    from detectron2.data.detection_utils import convert_image_to_rgb
+    from detectron2.structures import BoxMode
+
+    from .predict import read_rgb_image
+
+    if source not in DATA_SOURCES:
+        raise ValueError(f"--source {source!r}: choose one of {', '.join(DATA_SOURCES)}")
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"--num-images {num_images!r}: must be a whole number >= 1")
+    train = cfg.get("dataloader", {}).get("train", None)
+    if train is None or "dataset" not in train:
+        raise KeyError("the config has no dataloader.train.dataset: nothing to show")
+    if source == "dataloader" and train.get("mapper", None) is None:
+        raise KeyError("the config has no dataloader.train.mapper; use --source annotation")
+    dicts = instantiate(train.dataset)
+    names = train.dataset.get("names", None)
+    metadata = MetadataCatalog.get(_first_name(names)) if names is not None else None
+    samples = []
+    if source == "annotation":
+        for d in dicts[:num_images]:
+            boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d.get("annotations", [])]
+            classes = [a["category_id"] for a in d.get("annotations", [])]
+            samples.append((d["file_name"], read_rgb_image(d["file_name"]),
+                            np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64)))
+        return samples, metadata
+    mapper = instantiate(train.mapper)
+    image_format = getattr(mapper, "image_format", "BGR")
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        for d in dicts[:num_images]:
+            out = mapper(dict(d))
+            image = convert_image_to_rgb(out["image"].permute(1, 2, 0).numpy(), image_format)
+            inst = out.get("instances", None)
+            boxes = inst.gt_boxes.tensor.numpy() if inst is not None else np.zeros((0, 4), np.float32)
+            classes = inst.gt_classes.numpy() if inst is not None else np.zeros(0, np.int64)
+            samples.append((d["file_name"], np.ascontiguousarray(image, dtype=np.uint8), boxes, classes))
+    finally:
+        np.random.set_state(state)
+    return samples, metadata
+
+
+def draw_dataset_samples(cfg, output: str, num_images: int, source: str = "dataloader", seed: int = 0) -> list:
+    """Write :func:`dataset_samples` as PNGs ``output/<NNN>_<image name>.png`` (boxes and class
+    names by Detectron2's Visualizer); returns their paths."""
+    import os
+
+    from PIL import Image
+
+    samples, metadata = dataset_samples(cfg, num_images, source, seed)
+    names = list(metadata.get("thing_classes", None) or []) if metadata is not None else []
+    os.makedirs(output, exist_ok=True)
+    written = []
+    for i, (file_name, image, boxes, classes) in enumerate(samples):
+        labels = [names[c] if 0 <= c < len(names) else str(c) for c in classes.tolist()]
+        picture = detectron2_visualizer(image, boxes, metadata).overlay_instances(
+            boxes=boxes, labels=labels or None
+        ).get_image()
+        path = os.path.join(output, f"{i:03d}_{os.path.splitext(os.path.basename(file_name))[0]}.png")
+        Image.fromarray(picture).save(path)
+        written.append(path)
+    return written

@@ -167,3 +167,5 @@ def test_demo_script_prints_ap_table(tmp_path):
     assert os.path.isfile(tmp_path / "results.md")
     assert os.path.getsize(tmp_path / "report" / "pr_curves.png") > 0
     assert "## Provenance" in (tmp_path / "report" / "report.md").read_text()
+    assert os.path.getsize(tmp_path / "report" / "predictions.png") > 0  # the models on one val image
+    assert "## What the models detect" in (tmp_path / "report" / "report.md").read_text()

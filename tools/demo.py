@@ -3,7 +3,8 @@
 method on the same schedule, seed 0), evaluate them with COCOEvaluator and print their AP table, each
 method's row followed by its difference to the first (baseline) row, and write a model-zoo style
 report (tools/report.py: table, provenance, training curves) with the runs' PR curves to
-OUTPUT_DIR/report/.
+OUTPUT_DIR/report/, ending with the trained models' predictions on one validation tile beside its
+ground truth (OUTPUT_DIR/report/predictions.png, detkit.predict.compare_models_on_image).
 
     python tools/demo.py [--output-dir output/demo] [--config-file configs/TreeCrowns/a.py ...]
                          [--jobs J] [--threads T] [key=value ...]
@@ -95,7 +96,9 @@ def main():
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(table + "\n")
     report = write_report([row[-1] for row in rows if row[-1]], os.path.join(args.output_dir, "report"))
+    picture = write_predictions_picture(specs, opts, os.path.join(args.output_dir, "report"))
     print(f"\nModel-zoo style report (table, provenance, training and PR curves): {report}")
+    print(f"What the models detect on one validation tile, beside its ground truth: {picture}")
 
 
 def write_report(output_dirs, out_dir: str) -> str:
@@ -110,6 +113,22 @@ def write_report(output_dirs, out_dir: str) -> str:
     path = os.path.join(out_dir, "report.md")
     with open(path, "a") as f:
         f.write("\n## Precision-recall curves\n\n![PR curves](pr_curves.png)\n")
+    return path
+
+
+def write_predictions_picture(specs, opts, out_dir: str, score_thresh: float = 0.3) -> str:
+    """The runs' final models on the validation tile with the most ground-truth boxes, beside the
+    ground truth (detkit.predict.compare_models_on_image), as out_dir/predictions.png, linked from
+    report.md; returns the PNG's path."""
+    from detkit.predict import compare_models_on_image
+
+    models = [(s.name, s.config, os.path.join(s.output_dir, "model_final.pth")) for s in specs]
+    path = compare_models_on_image(models, os.path.join(out_dir, "predictions.png"), opts=opts,
+                                   score_thresh=score_thresh)
+    with open(os.path.join(out_dir, "report.md"), "a") as f:
+        f.write(f"\n## What the models detect\n\nOne validation tile: ground truth, then each model's detections "
+                f"with score >= {score_thresh:g} (`python tools/predict.py` draws any image).\n\n"
+                "![predictions](predictions.png)\n")
     return path
 
 
