@@ -7,7 +7,7 @@ from typing import Any
 
 from detectron2.utils.registry import locate
 
-__all__ = ["target_of", "config_test_dataset"]
+__all__ = ["target_of", "config_test_dataset", "dotted_name", "check_stock_retinanet"]
 
 
 def target_of(node: Any, key: str) -> Any:
@@ -29,6 +29,31 @@ def target_of(node: Any, key: str) -> Any:
             raise ValueError(f"{key}._target_={target!r} cannot be imported: check the dotted name")
         return located
     return target
+
+
+def dotted_name(obj) -> str:
+    """``module.QualifiedName`` of a class or function (for error messages)."""
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
+
+
+def check_stock_retinanet(target: type, method_class: type, method: str, other: str) -> None:
+    """Refuse to swap a method's RetinaNet subclass (``method_class``, of the method named
+    ``method``) in for a model whose ``_target_`` is not Detectron2's RetinaNet (or detkit's
+    ``GlobalNormalizerRetinaNet``, which every method RetinaNet includes): the swap would drop that
+    class's own behaviour. ``other``: the method it cannot be combined with."""
+    from detectron2.modeling.meta_arch import RetinaNet
+
+    from .modeling import GlobalNormalizerRetinaNet
+
+    if target in (RetinaNet, GlobalNormalizerRetinaNet):
+        return
+    raise ValueError(
+        f"model._target_ is {dotted_name(target)}, not Detectron2's RetinaNet: "
+        + (f"the model already is {method}. " if issubclass(target, method_class) else
+           f"{method_class.__name__} would replace it and drop its own behaviour ({method} cannot be "
+           f"combined with {other} or another RetinaNet subclass). ")
+        + "Swap a stock RetinaNet config (model_zoo.get_config('COCO-Detection/retinanet_R_50_FPN_1x.py'))."
+    )
 
 
 def config_test_dataset(cfg) -> str:

@@ -30,8 +30,7 @@ from detectron2.config import LazyCall as L
 from detectron2.modeling.meta_arch import GeneralizedRCNN, ProposalNetwork, RetinaNet
 from detectron2.modeling.proposal_generator import RPN
 
-from detkit.config_tools import target_of
-from detkit.modeling import GlobalNormalizerRetinaNet
+from detkit.config_tools import check_stock_retinanet, dotted_name, target_of
 
 from .retinanet import CleanAnchorsRetinaNet
 from .rpn import CleanAnchorsRPN
@@ -39,16 +38,10 @@ from .scores import CleanlinessConfig
 
 __all__ = ["clean_anchors_model", "make_clean_anchors"]
 
-# the RetinaNet classes whose whole behaviour CleanAnchorsRetinaNet keeps (it is a GlobalLossNormalizer too)
-_STOCK_RETINANETS = (RetinaNet, GlobalNormalizerRetinaNet)
 _WHAT = (
     "make_clean_anchors turns a RetinaNet, Faster R-CNN, Mask R-CNN or RPN-only config (Detectron2's "
     "RetinaNet, or GeneralizedRCNN / ProposalNetwork with Detectron2's RPN) into CleanAnchors"
 )
-
-
-def _name(obj) -> str:
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
 
 
 def clean_anchors_model(model):
@@ -60,14 +53,7 @@ def clean_anchors_model(model):
     """
     target = target_of(model, "model")
     if isinstance(target, type) and issubclass(target, RetinaNet):
-        if target not in _STOCK_RETINANETS:
-            raise ValueError(
-                f"model._target_ is {_name(target)}, not Detectron2's RetinaNet: "
-                + ("the model already is CleanAnchors. " if issubclass(target, CleanAnchorsRetinaNet) else
-                   "CleanAnchorsRetinaNet would replace it and drop its own behaviour (CleanAnchors cannot be "
-                   "combined with SWN or another RetinaNet subclass). ")
-                + "Swap a stock RetinaNet config (model_zoo.get_config('COCO-Detection/retinanet_R_50_FPN_1x.py'))."
-            )
+        check_stock_retinanet(target, CleanAnchorsRetinaNet, "CleanAnchors", "SWN")
         model._target_ = CleanAnchorsRetinaNet
         model.topn = 30
         model.cleanliness = L(CleanlinessConfig)(alpha=0.75, gamma=1.0)
@@ -79,7 +65,7 @@ def clean_anchors_model(model):
         if rpn is not RPN:
             already = isinstance(rpn, type) and issubclass(rpn, CleanAnchorsRPN)
             raise ValueError(
-                f"model.proposal_generator._target_ is {_name(rpn)}: "
+                f"model.proposal_generator._target_ is {dotted_name(rpn)}: "
                 + ("the model already is CleanAnchors. " if already else
                    "CleanAnchors on R-CNN replaces Detectron2's RPN (RRPN and other proposal generators "
                    "are not supported). ")
@@ -89,7 +75,7 @@ def clean_anchors_model(model):
         model.proposal_generator.topn = 10
         model.proposal_generator.cleanliness = L(CleanlinessConfig)(alpha=0.75, gamma=1.0, multiplicity="anchors")
         return model
-    raise ValueError(f"model._target_ is {_name(target)}: {_WHAT}.")
+    raise ValueError(f"model._target_ is {dotted_name(target)}: {_WHAT}.")
 
 
 def make_clean_anchors(cfg):

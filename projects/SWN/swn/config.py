@@ -38,8 +38,7 @@ from detectron2.modeling.meta_arch import GeneralizedRCNN, RetinaNet
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers, StandardROIHeads
 from detectron2.solver import get_default_optimizer_params
 
-from detkit.config_tools import target_of
-from detkit.modeling import GlobalNormalizerRetinaNet
+from detkit.config_tools import check_stock_retinanet, dotted_name, target_of
 from detkit.utils import unwrap_model
 
 from .fast_rcnn import SWNFastRCNNOutputLayers
@@ -51,16 +50,10 @@ from .weighting import SWNConfig
 
 __all__ = ["check_swn_optimizer", "make_swn", "swn_model", "use_swn_optimizer"]
 
-# the RetinaNet classes whose whole behaviour SWNRetinaNet keeps (it is a GlobalLossNormalizer too)
-_STOCK_RETINANETS = (RetinaNet, GlobalNormalizerRetinaNet)
 _WHAT = (
     "make_swn turns a RetinaNet, Faster R-CNN or Mask R-CNN config (Detectron2's RetinaNet, or "
     "GeneralizedRCNN with StandardROIHeads and FastRCNNOutputLayers) into SWN"
 )
-
-
-def _name(obj) -> str:
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
 
 
 def swn_model(model) -> str:
@@ -73,14 +66,7 @@ def swn_model(model) -> str:
     """
     target = target_of(model, "model")
     if isinstance(target, type) and issubclass(target, RetinaNet):
-        if target not in _STOCK_RETINANETS:
-            raise ValueError(
-                f"model._target_ is {_name(target)}, not Detectron2's RetinaNet: "
-                + ("the model already is SWN. " if issubclass(target, SWNRetinaNet) else
-                   "SWNRetinaNet would replace it and drop its own behaviour (SWN cannot be combined "
-                   "with CleanAnchors or another RetinaNet subclass). ")
-                + "Swap a stock RetinaNet config (model_zoo.get_config('COCO-Detection/retinanet_R_50_FPN_1x.py'))."
-            )
+        check_stock_retinanet(target, SWNRetinaNet, "SWN", "CleanAnchors")
         loss_type = model.get("box_reg_loss_type", "smooth_l1")
         if loss_type != "smooth_l1":
             raise ValueError(
@@ -97,7 +83,7 @@ def swn_model(model) -> str:
         if heads is not StandardROIHeads:
             already = isinstance(heads, type) and issubclass(heads, SWNROIHeads)
             raise ValueError(
-                f"model.roi_heads._target_ is {_name(heads)}: "
+                f"model.roi_heads._target_ is {dotted_name(heads)}: "
                 + ("the model already is SWN. " if already else
                    "SWN on R-CNN needs Detectron2's StandardROIHeads (one box predictor; Cascade R-CNN "
                    "and other heads are not supported). ")
@@ -108,7 +94,7 @@ def swn_model(model) -> str:
         if predictor_target is not FastRCNNOutputLayers:
             already = isinstance(predictor_target, type) and issubclass(predictor_target, SWNFastRCNNOutputLayers)
             raise ValueError(
-                f"model.roi_heads.box_predictor._target_ is {_name(predictor_target)}: "
+                f"model.roi_heads.box_predictor._target_ is {dotted_name(predictor_target)}: "
                 + ("the model already is SWN. " if already else
                    "SWN needs Detectron2's FastRCNNOutputLayers, which SWNFastRCNNOutputLayers extends. ")
                 + _WHAT
@@ -127,7 +113,7 @@ def swn_model(model) -> str:
         model.roi_heads.box_predictor.swn = L(SampleWeightingNetwork)(num_tasks=3 if has_mask else 2, init_std=1e-4)
         model.roi_heads.box_predictor.weighting = L(SWNConfig)(lam=0.5, form="exp(-m)", cls_average="pos_neg")
         return "roi_heads.box_predictor.swn"
-    raise ValueError(f"model._target_ is {_name(target)}: {_WHAT}; an RPN-only model has no box head to weight.")
+    raise ValueError(f"model._target_ is {dotted_name(target)}: {_WHAT}; an RPN-only model has no box head to weight.")
 
 
 def _check_sgd(optimizer) -> None:
@@ -135,19 +121,19 @@ def _check_sgd(optimizer) -> None:
     target = target_of(optimizer, "optimizer")
     if target is build_swn_sgd:
         raise ValueError(
-            f"optimizer._target_ is {_name(target)}: the config already is SWN (its optimizer is SGD + Adam); "
+            f"optimizer._target_ is {dotted_name(target)}: the config already is SWN (its optimizer is SGD + Adam); "
             "swap a config that is not SWN yet"
         )
     if target is not torch.optim.SGD:
         raise ValueError(
-            f"optimizer._target_ is {_name(target)}: SWN trains the detector with Detectron2's SGD and the "
+            f"optimizer._target_ is {dotted_name(target)}: SWN trains the detector with Detectron2's SGD and the "
             "SWN with Adam (build_swn_sgd); start from model_zoo.get_config('common/optim.py').SGD"
         )
     params = optimizer.get("params", None)
     params_target = target_of(params, "optimizer.params") if params is not None else None
     if params_target is not get_default_optimizer_params:
         raise ValueError(
-            f"optimizer.params builds {_name(params_target)}: it must be L(get_default_optimizer_params)(...) "
+            f"optimizer.params builds {dotted_name(params_target)}: it must be L(get_default_optimizer_params)(...) "
             "(Detectron2's common/optim.py), whose groups the SWN's parameters are taken out of"
         )
 
