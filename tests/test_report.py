@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 import os
+import runpy
 import sys
 import types
 
@@ -17,9 +18,13 @@ from detkit.engine import PeakMemory, write_provenance
 from detkit.engine.provenance import collect_provenance, git_state
 from model_utils import load_synthetic_cfg
 
-sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
-import report  # noqa: E402
-import detkit.runs as run_reader  # noqa: E402
+import detkit.runs as run_reader
+from detkit import report
+
+
+def _report_cli(argv):
+    # by path: a site-packages "tools" package (from the Detectron2 wheel) shadows this repo's tools/
+    return runpy.run_path(os.path.join(REPO_ROOT, "tools", "report.py"))["main"](argv)
 
 RETINANET = "configs/Synthetic/retinanet_mnv2_fpn.py"
 CLEAN_ANCHORS = "configs/Synthetic/clean_anchors_retinanet_mnv2_fpn.py"
@@ -165,13 +170,13 @@ def test_results_forms_and_bad_input(tmp_path):
     (tmp_path / "metrics.json").write_text('{"iteration": 0, "time": 1.0}\nnot json\n{"iteration": 2}\n')
     with pytest.raises(run_reader.ReportError, match="metrics.json, line 2"):
         run_reader.load_run(str(tmp_path))
-    assert report.main([str(tmp_path / "missing")]) == 2
+    assert _report_cli([str(tmp_path / "missing")]) == 2
 
 
 def test_report_files(runs_root, tmp_path, capsys):
     out = str(tmp_path / "report")
     dirs = [os.path.join(runs_root, n) for n in ("retinanet", "clean_anchors", "clean_anchors_long")]
-    assert report.main([*dirs, "--out", out, "--title", "Synthetic runs"]) == 0
+    assert _report_cli([*dirs, "--out", out, "--title", "Synthetic runs"]) == 0
     printed = capsys.readouterr().out
     assert "| retinanet " in printed and "Δ vs retinanet" in printed
     assert "no provenance.json: clean_anchors" in printed

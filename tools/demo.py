@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import runpy
 import sys
 import time
 
@@ -102,12 +101,11 @@ def main():
 
 
 def write_report(output_dirs, out_dir: str) -> str:
-    """tools/report.py's report of the runs plus their PR curves (NoisyAnchors Fig. 2); returns the
+    """detkit.report's report (tools/report.py) of the runs plus their PR curves (NoisyAnchors Fig. 2); returns the
     path of report.md."""
     from detkit.evaluation import write_pr_curves
+    from detkit.report import build_report
 
-    # by path: a site-packages "tools" package (from the Detectron2 wheel) shadows this folder
-    build_report = runpy.run_path(os.path.join(REPO_ROOT, "tools", "report.py"))["build_report"]
     build_report(output_dirs, out_dir, title="make demo: tree-crown detectors")
     write_pr_curves(output_dirs, os.path.join(out_dir, "pr_curves.png"))
     path = os.path.join(out_dir, "report.md")
