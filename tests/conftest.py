@@ -13,3 +13,22 @@ if REPO_ROOT not in sys.path:
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _drop_log_handlers_of_closed_streams():
+    """train_net.main run in-process sets up Detectron2's console handlers on the stream pytest
+    captures for that test; once pytest closes it, a later log record would print a "Logging error"
+    traceback into another test's output. Remove such handlers after each test."""
+    yield
+    for name in ("detectron2", "fvcore", "detkit"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            stream = getattr(handler, "stream", None)
+            if stream is not None and getattr(stream, "closed", False):
+                logger.removeHandler(handler)
