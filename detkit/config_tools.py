@@ -7,7 +7,7 @@ from typing import Any
 
 from detectron2.utils.registry import locate
 
-__all__ = ["target_of", "config_test_dataset", "dotted_name", "check_stock_retinanet"]
+__all__ = ["target_of", "config_test_dataset", "dotted_name", "check_stock_retinanet", "check_stock_part"]
 
 
 def target_of(node: Any, key: str) -> Any:
@@ -53,6 +53,21 @@ def check_stock_retinanet(target: type, method_class: type, method: str, other: 
            f"{method_class.__name__} would replace it and drop its own behaviour ({method} cannot be "
            f"combined with {other} or another RetinaNet subclass). ")
         + "Swap a stock RetinaNet config (model_zoo.get_config('COCO-Detection/retinanet_R_50_FPN_1x.py'))."
+    )
+
+
+def check_stock_part(node: Any, key: str, stock: type, method_class: type, method: str, unsupported: str, what: str) -> None:
+    """Refuse to swap a method's ``method_class`` into the config node ``node`` (named ``key``)
+    unless it builds exactly Detectron2's ``stock`` class: the message says whether the model
+    already is the method, else ``unsupported``, then ``what`` (what the swap takes)."""
+    target = target_of(node, key) if node is not None else None
+    if target is stock:
+        return
+    already = isinstance(target, type) and issubclass(target, method_class)
+    raise ValueError(
+        f"{key}._target_ is {dotted_name(target)}: "
+        + (f"the model already is {method}. " if already else unsupported + " ")
+        + what
     )
 
 

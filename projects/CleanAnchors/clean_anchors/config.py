@@ -30,7 +30,7 @@ from detectron2.config import LazyCall as L
 from detectron2.modeling.meta_arch import GeneralizedRCNN, ProposalNetwork, RetinaNet
 from detectron2.modeling.proposal_generator import RPN
 
-from detkit.config_tools import check_stock_retinanet, dotted_name, target_of
+from detkit.config_tools import check_stock_part, check_stock_retinanet, dotted_name, target_of
 
 from .retinanet import CleanAnchorsRetinaNet
 from .rpn import CleanAnchorsRPN
@@ -60,17 +60,11 @@ def clean_anchors_model(model):
         model.focal_loss_alpha = 0.5
         return model
     if isinstance(target, type) and issubclass(target, (GeneralizedRCNN, ProposalNetwork)):
-        generator = model.get("proposal_generator", None)
-        rpn = target_of(generator, "model.proposal_generator") if generator is not None else None
-        if rpn is not RPN:
-            already = isinstance(rpn, type) and issubclass(rpn, CleanAnchorsRPN)
-            raise ValueError(
-                f"model.proposal_generator._target_ is {dotted_name(rpn)}: "
-                + ("the model already is CleanAnchors. " if already else
-                   "CleanAnchors on R-CNN replaces Detectron2's RPN (RRPN and other proposal generators "
-                   "are not supported). ")
-                + _WHAT
-            )
+        check_stock_part(
+            model.get("proposal_generator", None), "model.proposal_generator", RPN, CleanAnchorsRPN, "CleanAnchors",
+            "CleanAnchors on R-CNN replaces Detectron2's RPN (RRPN and other proposal generators are not supported).",
+            _WHAT,
+        )
         model.proposal_generator._target_ = CleanAnchorsRPN
         model.proposal_generator.topn = 10
         model.proposal_generator.cleanliness = L(CleanlinessConfig)(alpha=0.75, gamma=1.0, multiplicity="anchors")

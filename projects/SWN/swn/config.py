@@ -38,7 +38,7 @@ from detectron2.modeling.meta_arch import GeneralizedRCNN, RetinaNet
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers, StandardROIHeads
 from detectron2.solver import get_default_optimizer_params
 
-from detkit.config_tools import check_stock_retinanet, dotted_name, target_of
+from detkit.config_tools import check_stock_part, check_stock_retinanet, dotted_name, target_of
 from detkit.utils import unwrap_model
 
 from .fast_rcnn import SWNFastRCNNOutputLayers
@@ -79,26 +79,16 @@ def swn_model(model) -> str:
         return "swn"
     if isinstance(target, type) and issubclass(target, GeneralizedRCNN):
         roi_heads = model.get("roi_heads", None)
-        heads = target_of(roi_heads, "model.roi_heads") if roi_heads is not None else None
-        if heads is not StandardROIHeads:
-            already = isinstance(heads, type) and issubclass(heads, SWNROIHeads)
-            raise ValueError(
-                f"model.roi_heads._target_ is {dotted_name(heads)}: "
-                + ("the model already is SWN. " if already else
-                   "SWN on R-CNN needs Detectron2's StandardROIHeads (one box predictor; Cascade R-CNN "
-                   "and other heads are not supported). ")
-                + _WHAT
-            )
+        check_stock_part(
+            roi_heads, "model.roi_heads", StandardROIHeads, SWNROIHeads, "SWN",
+            "SWN on R-CNN needs Detectron2's StandardROIHeads (one box predictor; Cascade R-CNN and other "
+            "heads are not supported).", _WHAT,
+        )
         predictor = roi_heads.get("box_predictor", None)
-        predictor_target = target_of(predictor, "model.roi_heads.box_predictor") if predictor is not None else None
-        if predictor_target is not FastRCNNOutputLayers:
-            already = isinstance(predictor_target, type) and issubclass(predictor_target, SWNFastRCNNOutputLayers)
-            raise ValueError(
-                f"model.roi_heads.box_predictor._target_ is {dotted_name(predictor_target)}: "
-                + ("the model already is SWN. " if already else
-                   "SWN needs Detectron2's FastRCNNOutputLayers, which SWNFastRCNNOutputLayers extends. ")
-                + _WHAT
-            )
+        check_stock_part(
+            predictor, "model.roi_heads.box_predictor", FastRCNNOutputLayers, SWNFastRCNNOutputLayers, "SWN",
+            "SWN needs Detectron2's FastRCNNOutputLayers, which SWNFastRCNNOutputLayers extends.", _WHAT,
+        )
         if predictor.get("use_sigmoid_ce", False) or predictor.get("box_reg_loss_type", "smooth_l1") != "smooth_l1":
             raise ValueError(
                 "model.roi_heads.box_predictor: SWN supports softmax cross-entropy with the smooth-L1 box "
