@@ -257,6 +257,27 @@ def _read_json(path: str):
         raise ReportError(f"{path}: not valid JSON ({e})") from e
 
 
+def read_eval_results(output_dir: str, strict: bool = False) -> Optional[Dict]:
+    """The ``eval_results.json`` train_net.py wrote in ``output_dir`` (the one reader of that file):
+    ``{"iterations_trained", "results": {evaluation: {task: {metric: value}}}, timings...}``, or
+    None when there is none yet. An unreadable file or one without ``results`` is None too, unless
+    ``strict`` (then :class:`ReportError` naming the file)."""
+    path = os.path.join(output_dir, "eval_results.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        saved = _read_json(path)
+    except (ReportError, OSError):
+        if strict:
+            raise
+        return None
+    if not isinstance(saved, dict) or "results" not in saved:
+        if strict:
+            raise ReportError(f"{path}: no 'results' key (expected train_net.py's format)")
+        return None
+    return saved
+
+
 def load_run(output_dir: str, name: Optional[str] = None) -> Dict:
     """Everything the report shows about one train_net output folder.
 
@@ -295,9 +316,7 @@ def load_run(output_dir: str, name: Optional[str] = None) -> Dict:
 
     run["results"], run["iterations_trained"], saved = OrderedDict(), None, {}
     if present["eval_results.json"]:
-        saved = _read_json(files["eval_results.json"])
-        if not isinstance(saved, dict) or "results" not in saved:
-            raise ReportError(f"{files['eval_results.json']}: no 'results' key (expected train_net.py's format)")
+        saved = read_eval_results(output_dir, strict=True)
         try:
             run["results"] = normalize_results(saved["results"])
         except ReportError as e:

@@ -17,7 +17,6 @@ finished run is skipped. Every run gets `train.max_iter=400` (DEMO_OPTS) and the
 `key=value` opts, which win (e.g. `train.max_iter=500` for the configs' own schedule).
 """
 import argparse
-import json
 import math
 import os
 import sys
@@ -43,8 +42,9 @@ def _fmt(value: float, sign: bool = False) -> str:
 
 
 def load_results(output_dir: str):
-    with open(os.path.join(output_dir, "eval_results.json")) as f:
-        saved = json.load(f)
+    from detkit.runs import read_eval_results
+
+    saved = read_eval_results(output_dir, strict=True)
     return saved["iterations_trained"], saved["results"]["bbox"]
 
 

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, TextIO
 
+from ..runs import read_eval_results
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")
 PLAN_FILE = "study_plan.json"
@@ -104,7 +106,7 @@ def run_state(spec: RunSpec) -> str:
     """"finished" (evaluated after its last iteration), "partial" (a folder without that) or "new"."""
     if not os.path.isdir(spec.output_dir):
         return "new"
-    saved = read_json(os.path.join(spec.output_dir, "eval_results.json"))
+    saved = read_eval_results(spec.output_dir)
     max_iter = configured_max_iter(spec.output_dir)
     if isinstance(saved, dict) and max_iter is not None and saved.get("iterations_trained") == max_iter:
         return "finished"
