@@ -13,7 +13,7 @@ from clean_anchors import CleanAnchorsRetinaNet, CleanAnchorsRPN, CleanlinessCon
 from clean_anchors.scores import candidate_scores
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detkit.modeling import GlobalNormalizerRetinaNet
-from detkit.modeling.dense_labels import dense_labels
+from detkit.modeling.dense_labels import dense_targets, loss_normalizer
 from model_utils import assert_same_detections, load_synthetic_cfg, synthetic_batch, train_steps
 
 
@@ -74,20 +74,24 @@ def test_loss_normalizer_after_batches_without_positives():
     no_positives = [torch.full((6,), 1)]  # one class: label 1 is background
     some = [torch.tensor([0, 0, 0, 1, 1, -1])]  # 3 positives
     raw, d2 = _EMAModel(), _EMAModel()
+
+    def normalizer_of(model, labels, normalizer="ema"):
+        return loss_normalizer(model, dense_targets(labels, 1).pos_mask, normalizer)
+
     with EventStorage(0):
-        assert dense_labels(raw, no_positives, 1, normalizer="ema_raw").normalizer == pytest.approx(90.0)
-        assert dense_labels(d2, no_positives, 1).normalizer == pytest.approx(90.1)
-        assert dense_labels(raw, some, 1, normalizer="ema_raw").normalizer == pytest.approx(81.3)
-        assert dense_labels(d2, some, 1).normalizer == pytest.approx(81.39)
+        assert normalizer_of(raw, no_positives, "ema_raw") == pytest.approx(90.0)
+        assert normalizer_of(d2, no_positives) == pytest.approx(90.1)
+        assert normalizer_of(raw, some, "ema_raw") == pytest.approx(81.3)
+        assert normalizer_of(d2, some) == pytest.approx(81.39)
         for _ in range(60):
-            last = dense_labels(raw, no_positives, 1, normalizer="ema_raw").normalizer
+            last = normalizer_of(raw, no_positives, "ema_raw")
         assert raw.loss_normalizer == pytest.approx(81.3 * 0.9**60) and raw.loss_normalizer < 1
         assert last == 1.0  # max(1, EMA)
         # mmdetection v0.6 (the SWN code): this batch's count, max(P_i, 1) per image, no EMA
         two = [torch.tensor([0, 0, 0, 1, 1, -1]), torch.full((6,), 1)]
-        assert dense_labels(_EMAModel(), two, 1, normalizer="batch").normalizer == 4.0
+        assert normalizer_of(_EMAModel(), two, "batch") == 4.0
         with pytest.raises(ValueError, match="normalizer must be one of"):
-            dense_labels(_EMAModel(), two, 1, normalizer="mean")
+            normalizer_of(_EMAModel(), two, "mean")
 
 
 def _rpn_method_and_stock(*overrides):

@@ -6,17 +6,9 @@ import torch.nn.functional as F
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
-from .loss_normalizer import sum_over_processes
 from torch import Tensor
 
-
-class DenseLabels(NamedTuple):
-    labels: Tensor  # (N, R) in {-1 (ignore), 0..K-1, K (background)}
-    valid_mask: Tensor  # (N, R) bool, not ignored
-    pos_mask: Tensor  # (N, R) bool, foreground
-    targets: Tensor  # (N, R, K) one-hot classification targets (0 rows for background / ignored)
-    normalizer: float  # what the loss sums are divided by (see dense_labels)
-
+from .loss_normalizer import sum_over_processes
 
 NORMALIZERS = ("ema", "ema_raw", "batch")
 
@@ -64,11 +56,3 @@ def loss_normalizer(model, pos_mask: Tensor, normalizer: str = "ema") -> float:
         count = float(pos_mask.sum(dim=1).clamp(min=1).sum().item())
         return (sum_over_processes(count, pos_mask.device) if shared_by > 1 else count) / shared_by
     raise ValueError(f"loss_normalizer: normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
-
-
-def dense_labels(
-    model, gt_labels: List[Tensor], num_classes: int, dtype=torch.float32, normalizer: str = "ema"
-) -> DenseLabels:
-    """``RetinaNet.losses``' preamble: :func:`dense_targets` and :func:`loss_normalizer`."""
-    t = dense_targets(gt_labels, num_classes, dtype)
-    return DenseLabels(*t, loss_normalizer(model, t.pos_mask, normalizer))

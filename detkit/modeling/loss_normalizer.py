@@ -2,7 +2,7 @@
 
 Detectron2's RetinaNet divides both losses by an EMA of the number of positive anchors,
 ``E_t = 0.9 E_{t-1} + 0.1 max(P_t, 1)`` with ``E_0 = 100`` (``DenseDetector._ema_update(
-"loss_normalizer", ...)``, also used by detkit's ``dense_labels`` preamble of CleanAnchorsRetinaNet
+"loss_normalizer", ...)``, also used by detkit's ``loss_normalizer`` (``dense_labels.py``) of CleanAnchorsRetinaNet
 and SWNRetinaNet). Each process keeps its own EMA of its own ``P_t``. With ``W`` DDP processes,
 which average their gradients, the objective is ``(1/W) sum_r S_r / E_r`` (``S_r``: the loss sum
 of process ``r``), not the one-process objective ``S / E`` of the same total batch
@@ -18,14 +18,14 @@ loss, and so are the gradients: with deterministic data, ``W`` processes x ``B``
 same losses as 1 process x ``W*B`` images (up to floating-point summation order). With one
 process it computes exactly what Detectron2 does. One difference remains with Detectron2's count
 ``max(P_r, 1)``: a process whose images have no positive anchor counts 1, so ``P`` is then
-over-counted by one per such process (the raw count of ``dense_labels(normalizer="ema_raw")``,
+over-counted by one per such process (the raw count of ``loss_normalizer(normalizer="ema_raw")``,
 the NoisyAnchor code's, has no such term).
 
 LazyConfig: ``model._target_ = GlobalNormalizerRetinaNet`` (stock RetinaNet plus the option, on by
 default; every RetinaNet baseline config of this project), or mix :class:`GlobalLossNormalizer`
 into another ``DenseDetector`` subclass, as ``CleanAnchorsRetinaNet`` and ``SWNRetinaNet`` do
 (``class X(GlobalLossNormalizer, RetinaNet)``); ``model.global_loss_normalizer=False`` switches
-back to Detectron2's per-process count. ``detkit.modeling.dense_labels`` computes the normaliser
+back to Detectron2's per-process count. ``detkit.modeling.dense_labels.loss_normalizer`` computes the normaliser
 of the projects' ``losses`` through the same ``_ema_update``.
 """
 from typing import Optional, Tuple

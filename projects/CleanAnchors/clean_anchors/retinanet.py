@@ -11,7 +11,7 @@ from detectron2.utils.events import get_event_storage
 from fvcore.nn import sigmoid_focal_loss_jit
 from torch import Tensor
 
-from detkit.modeling.dense_labels import NORMALIZERS, dense_labels, dense_targets, loss_normalizer
+from detkit.modeling.dense_labels import NORMALIZERS, dense_targets, loss_normalizer
 from detkit.modeling.loss_normalizer import GlobalLossNormalizer
 
 from .cleanliness import at_least_float32, soft_focal_loss
@@ -144,7 +144,7 @@ class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
         cleanliness: a :class:`CleanlinessConfig` (alpha, gamma, on/off switches, soft-label mode,
             candidate matching and multiplicity, statistics per image or per batch, loss-sum
             rescaling).
-        normalizer: the loss normaliser (:func:`detkit.modeling.dense_labels.dense_labels`):
+        normalizer: the loss normaliser (:func:`detkit.modeling.dense_labels.loss_normalizer`):
             ``"ema_raw"`` (the authors' code: the EMA, initial 100 and momentum 0.9, of the positive
             count, 0 for a batch without positives; the losses are divided by ``max(1, EMA)``),
             ``"ema"`` (Detectron2's RetinaNet: the EMA of ``max(count, 1)``) or ``"batch"``.
@@ -228,9 +228,8 @@ class CleanAnchorsRetinaNet(GlobalLossNormalizer, RetinaNet):
         if not (cfg.soft_labels or cfg.reweighting):
             # RetinaNet.losses line for line, so that the switched-off method is bit-identical.
             logits = cat(pred_logits, dim=1)  # (N, R, K)
-            gt_labels, valid_mask, pos_mask, targets, normalizer = dense_labels(
-                self, gt_labels, self.num_classes, logits.dtype, normalizer=self.normalizer
-            )
+            gt_labels, valid_mask, pos_mask, targets = dense_targets(gt_labels, self.num_classes, logits.dtype)
+            normalizer = loss_normalizer(self, pos_mask, self.normalizer)
             loss_cls = sigmoid_focal_loss_jit(
                 logits[valid_mask], targets[valid_mask],
                 alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma, reduction="sum",

@@ -125,7 +125,7 @@ class SWNRetinaNet(GlobalLossNormalizer, RetinaNet):
         swn: the :class:`SampleWeightingNetwork` (default: the reference configuration).
         weighting: a :class:`SWNConfig` (lambda, loss form, averaging rule, samples, input
             gradients, which losses are weighted, on/off).
-        normalizer: the loss normaliser (:func:`detkit.modeling.dense_labels.dense_labels`):
+        normalizer: the loss normaliser (:func:`detkit.modeling.dense_labels.loss_normalizer`):
             ``"ema"`` (default: Detectron2's EMA of the positive count, the normaliser of the stock
             RetinaNet it is compared with) or ``"batch"`` (the reference mmdetection code: this
             batch's positives, ``max(P_i, 1)`` per image; pair it with a baseline of the same).
