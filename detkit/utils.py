@@ -2,13 +2,14 @@
 import glob
 import json
 import os
+import sys
 import uuid
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterable
 
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-__all__ = ["atomic_write", "write_json", "unwrap_model"]
+__all__ = ["atomic_write", "write_json", "unwrap_model", "run_tool"]
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], Any], remove_stale: bool = True) -> None:
@@ -62,3 +63,15 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     while isinstance(model, (DistributedDataParallel, DataParallel)):
         model = model.module
     return model
+
+
+def run_tool(name: str, make_files: Callable[[], Iterable[str]]) -> None:
+    """The end of a picture-writing tool's ``main``: print the files ``make_files()`` writes, or
+    exit with one line ``name: error`` for the input errors the tools raise (missing file, unknown
+    dataset or key, bad value)."""
+    try:
+        written = list(make_files())
+    except (FileNotFoundError, KeyError, IndexError, ValueError) as e:
+        sys.exit(f"{name}: {e}")
+    for path in written:
+        print(path)

@@ -20,7 +20,6 @@ swn_weight_vs_inputs.png and swn_samples.npz (the collected per-positive arrays)
 """
 import argparse
 import os
-import sys
 
 import numpy as np
 import torch
@@ -28,6 +27,7 @@ import torch
 import detkit  # noqa: F401  (registers the built-in datasets)
 from detkit.config_tools import config_test_dataset
 from detkit.analysis import annotated_inputs, batches, load_config, load_model
+from detkit.utils import run_tool
 from detkit.visualization import save_figure
 from swn import SWNRetinaNet
 from swn.analysis import collect_positive_samples
@@ -114,12 +114,7 @@ def plot_swn_weights(args) -> list:
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        written = plot_swn_weights(args)
-    except (FileNotFoundError, KeyError, IndexError, ValueError) as e:
-        sys.exit(f"plot_swn_weights: {e}")
-    for path in written:
-        print(path)
+    run_tool("plot_swn_weights", lambda: plot_swn_weights(args))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ image's candidates against their anchor's IoU with the ground truth; unless --no
 """
 import argparse
 import os
-import sys
 
 import detkit  # noqa: F401  (registers the built-in datasets)
 from detectron2.data.detection_utils import convert_image_to_rgb
@@ -35,6 +34,7 @@ from clean_anchors.plots import (
 )
 from detkit.config_tools import config_test_dataset
 from detkit.analysis import annotated_inputs, load_config, load_model
+from detkit.utils import run_tool
 from detkit.visualization import save_figure
 
 
@@ -94,12 +94,7 @@ def visualize_anchors(args) -> list:
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        written = visualize_anchors(args)
-    except (FileNotFoundError, KeyError, IndexError, ValueError) as e:
-        sys.exit(f"visualize_anchors: {e}")
-    for path in written:
-        print(path)
+    run_tool("visualize_anchors", lambda: visualize_anchors(args))
 
 
 if __name__ == "__main__":
