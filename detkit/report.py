@@ -50,7 +50,6 @@ from .runs import (
     ReportError,
     _is_number,
     _matches,
-    _short,
     config_differences,
     group_runs,
     load_runs,

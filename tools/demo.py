@@ -19,7 +19,6 @@ finished run is skipped. Every run gets `train.max_iter=400` (DEMO_OPTS) and the
 import argparse
 import math
 import os
-import sys
 import time
 
 from tabulate import tabulate

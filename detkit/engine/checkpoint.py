@@ -35,15 +35,13 @@ Built on public API only: ``save``, ``tag_last_checkpoint``, ``load`` and ``resu
 overridden; the file is read by :func:`read_checkpoint`, model-zoo names are matched by
 Detectron2's ``align_and_update_state_dicts``, the weights set by ``load_state_dict(strict=False)``.
 """
-import glob
 import logging
 import os
 import pickle
 import shutil
-import uuid
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import IO, Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
