@@ -32,3 +32,13 @@ def _drop_log_handlers_of_closed_streams():
             stream = getattr(handler, "stream", None)
             if stream is not None and getattr(stream, "closed", False):
                 logger.removeHandler(handler)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for a test (``pytestmark = pytest.mark.usefixtures("one_thread")``): on a
+    shared, busy CPU two spin-waiting threads made the end-to-end runs ~6x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
