@@ -50,6 +50,7 @@ from detkit.engine import (
     SafeCheckpointer,
     PeakMemory,
     add_gradient_clipping,
+    leave_process_group_on_exit,
     load_checked_config,
     quiet_default_setup,
     save_eval_results,
@@ -163,6 +164,11 @@ def load_config(args):
 
 
 def main(args):
+    with leave_process_group_on_exit():  # launch's GLOO workers otherwise can SIGABRT at exit
+        return _main(args)
+
+
+def _main(args):
     cfg = load_config(args)  # before anything is built or written
     # default_setup; its environment dump and config file contents to log.txt only unless --verbose
     quiet_default_setup(cfg, args, verbose=getattr(args, "verbose", False))

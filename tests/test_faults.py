@@ -12,10 +12,12 @@ import multiprocessing
 import os
 import re
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from unittest import mock
 
 import numpy as np
@@ -555,6 +557,28 @@ def _ddp_failure(stderr: str, out_dir: str) -> str:
     return text
 
 
+GLOO_EXIT_ABORT = "terminate called without an active exception"
+
+
+def _run_two_processes(config: str, out_dir: str, opts) -> None:
+    """train_net.py with --num-gpus 2 on the CPU (GLOO). A GLOO worker that exits with its process
+    group alive can abort in gloo's threads at interpreter shutdown (pytorch/pytorch#190489);
+    train_net now destroys the groups on the way out (detkit.engine.leave_process_group_on_exit), and
+    if that abort is seen anyway the run is repeated once, with a warning, so the test still fails on
+    anything else and on a repeat."""
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config,
+           "--num-gpus", "2", "--dist-url", "auto", f"train.output_dir={out_dir}", *E2E, *opts]
+    for attempt in range(2):
+        r = subprocess.run(cmd, cwd=REPO_ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode == 0 or attempt or GLOO_EXIT_ABORT not in r.stderr:
+            break
+        warnings.warn(f"2-process run aborted in gloo ({GLOO_EXIT_ABORT!r}); repeating it once:\n"
+                      + _ddp_failure(r.stderr, out_dir)[-2000:])
+        shutil.rmtree(out_dir)
+    assert r.returncode == 0, _ddp_failure(r.stderr, out_dir)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "config, switches",
@@ -580,13 +604,10 @@ def test_ddp_two_processes_two_images_equal_one_process_four_images(tmp_path, co
         "train.checkpointer.period=100",
     ]
     ddp = str(tmp_path / "ddp")
-    r = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config,
-         "--num-gpus", "2", "--dist-url", "auto", f"train.output_dir={ddp}", *E2E, *opts],
-        cwd=REPO_ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300,
-    )
-    assert r.returncode == 0, _ddp_failure(r.stderr, ddp)
+    _run_two_processes(config, ddp, opts)
     assert "World size: 2" in open(os.path.join(ddp, "log.txt")).read()
+    assert os.path.isfile(os.path.join(ddp, "model_final.pth"))  # rank 0 saved, every rank evaluated
+    assert "AP50" in json.load(open(os.path.join(ddp, "eval_results.json")))["results"]["bbox"]
     one = str(tmp_path / "one")
     _run_main(config, one, *opts)
     a, b = _losses(one), _losses(ddp)

@@ -137,22 +137,6 @@ def test_cli_rejects_unknown_config_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_cpu_ddp(tmp_path):
-    out = str(tmp_path / "ddp")
-    r = _cli(
-        "--config-file", "configs/Synthetic/retinanet_mnv2_fpn.py",
-        "--num-gpus", "2", "--dist-url", "auto",
-        "train.max_iter=3", "dataloader.train.total_batch_size=4", "dataloader.train.num_workers=0",
-        "dataloader.test.num_workers=0", "train.log_period=1", f"train.output_dir={out}",
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    log = open(os.path.join(out, "log.txt")).read()
-    assert "World size: 2" in log
-    assert os.path.isfile(os.path.join(out, "model_final.pth"))
-    assert "AP50" in json.load(open(os.path.join(out, "eval_results.json")))["results"]["bbox"]
-
-
-@pytest.mark.slow
 def test_demo_script_prints_ap_table(tmp_path):
     r = subprocess.run(
         [

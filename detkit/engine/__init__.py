@@ -10,6 +10,7 @@ from .config import (
 )
 from .device import select_device
 from .hooks import PeakMemory
+from .launch import leave_process_group_on_exit
 from .logs import quiet_default_setup
 from .optim import add_gradient_clipping
 from .provenance import write_provenance
@@ -20,4 +21,5 @@ from .trainer import CheckedAMPTrainer, CheckedSimpleTrainer
 __all__ = [
     "add_gradient_clipping", "PeakMemory", "write_provenance",
     "SafeCheckpointer", "CheckedAMPTrainer", "CheckedSimpleTrainer",
-    "TEST_DEFAULTS", "ConfigError", "load_checked_config", "add_test_defaults", "apply_overrides_strict", "check_train_settings", "select_device", "save_eval_results", "warmup_multistep", "quiet_default_setup"]
+    "TEST_DEFAULTS", "ConfigError", "load_checked_config", "add_test_defaults", "apply_overrides_strict", "check_train_settings", "select_device", "save_eval_results", "warmup_multistep", "quiet_default_setup",
+    "leave_process_group_on_exit"]
