@@ -3,16 +3,18 @@
 import json
 import math
 import os
+import runpy
 import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import pytest
 
 from conftest import REPO_ROOT
 from detkit.study import StudyError, check_pairing, compare, stats
-from detkit.study.runner import RunSpec, check_plan, plan_runs, run_state
+from detkit.study.runner import check_plan, plan_runs, run_state
 
 
 # --- statistics
@@ -132,12 +134,19 @@ def _study_cmd(out):
             *FAST]
 
 
+def _study_main(argv):
+    """tools/study.py in this process, as if run with ``argv`` (the study records sys.argv)."""
+    path = os.path.join(REPO_ROOT, "tools", "study.py")  # by path: the Detectron2 wheel has a "tools" package
+    with mock.patch.object(sys, "argv", [path, *argv]):
+        return runpy.run_path(path)["main"](argv)
+
+
 def _run_dirs(out):
     return [os.path.join(out, os.path.splitext(os.path.basename(c))[0], f"seed{s}") for s in (0, 1) for c in CONFIGS]
 
 
 @pytest.mark.slow
-def test_study_end_to_end_killed_and_resumed(tmp_path):
+def test_study_end_to_end_killed_and_resumed(tmp_path, capfd):
     out = tmp_path / "study"
     proc = subprocess.Popen(_study_cmd(out), cwd=REPO_ROOT, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -176,16 +185,15 @@ def test_study_end_to_end_killed_and_resumed(tmp_path):
     assert "clean_anchors_retinanet_mnv2_fpn − retinanet_mnv2_fpn (paired by seed)" in md
     assert os.path.getsize(out / "study.png") > 0
 
-    # a third call finds everything finished: nothing trains
-    r = subprocess.run(_study_cmd(out), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "4 run(s) already finished" in r.stderr
+    # a third call finds everything finished: nothing trains (the CLI in this process: no start-up)
+    capfd.readouterr()
+    assert _study_main(_study_cmd(out)[2:]) == 0 and "4 run(s) already finished" in capfd.readouterr().err
 
     # --report-only --report-dir: the same report elsewhere, keeping the study's own command
     pub = tmp_path / "published"
-    cmd = _study_cmd(out)
-    cmd[2:2] = ["--report-only", "--report-dir", str(pub)]  # before the key=value opts
-    r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    argv = _study_cmd(out)[2:]
+    argv[:0] = ["--report-only", "--report-dir", str(pub)]  # before the key=value opts
+    assert _study_main(argv) == 0, capfd.readouterr().err[-2000:]
     published = json.load(open(pub / "study.json"))
     assert published["command"] == study["command"] and "--report-only" in published["report_command"]
     assert published["comparisons"] == study["comparisons"] and os.path.isfile(pub / "study.png")

@@ -201,9 +201,9 @@ class Progress:
     """One line per running job and one for the study; redrawn in place on a terminal, printed every
     ``every`` seconds (and at each start / end) otherwise."""
 
-    def __init__(self, stream: TextIO = sys.stderr, every: float = 60.0):
-        self.stream, self.every = stream, every
-        self.live = hasattr(stream, "isatty") and stream.isatty()
+    def __init__(self, stream: Optional[TextIO] = None, every: float = 60.0):
+        self.stream, self.every = stream or sys.stderr, every  # sys.stderr now, not at import
+        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.drawn = 0
         self.last = 0.0
 
