@@ -1,5 +1,6 @@
 """detkit.study / tools/study.py: the statistics on hand-made numbers, the pairing refusal, and a
 2-config x 2-seed synthetic study end to end with --jobs 2, killed in the middle and resumed."""
+import contextlib
 import json
 import math
 import os
@@ -137,7 +138,7 @@ def _study_cmd(out):
 def _study_main(argv):
     """tools/study.py in this process, as if run with ``argv`` (the study records sys.argv)."""
     path = os.path.join(REPO_ROOT, "tools", "study.py")  # by path: the Detectron2 wheel has a "tools" package
-    with mock.patch.object(sys, "argv", [path, *argv]):
+    with mock.patch.object(sys, "argv", [path, *argv]), contextlib.chdir(REPO_ROOT):
         return runpy.run_path(path)["main"](argv)
 
 
@@ -164,9 +165,10 @@ def test_study_end_to_end_killed_and_resumed(tmp_path, capfd):
     finished_before = {d: open(os.path.join(d, "eval_results.json")).read()
                        for d in _run_dirs(out) if os.path.isfile(os.path.join(d, "eval_results.json"))}
 
-    r = subprocess.run(_study_cmd(out), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert "continues" in r.stderr  # the interrupted run resumed from its checkpoint
+    capfd.readouterr()
+    code, err = _study_main(_study_cmd(out)[2:]), capfd.readouterr().err
+    assert code == 0, err[-3000:]
+    assert "continues" in err  # the interrupted run resumed from its checkpoint
     for d in _run_dirs(out):
         saved = json.load(open(os.path.join(d, "eval_results.json")))
         assert saved["iterations_trained"] == 6
@@ -200,17 +202,17 @@ def test_study_end_to_end_killed_and_resumed(tmp_path, capfd):
 
 
 @pytest.mark.slow
-def test_failed_run_is_reported_and_the_others_finish(tmp_path):
+def test_failed_run_is_reported_and_the_others_finish(tmp_path, capfd):
     out = tmp_path / "study"
     # seed 1 of the baseline cannot resume: its last checkpoint is not a checkpoint
     bad = out / "retinanet_mnv2_fpn" / "seed1"
     bad.mkdir(parents=True)
     (bad / "model_0000001.pth").write_bytes(b"not a checkpoint")
     (bad / "last_checkpoint").write_text("model_0000001.pth")
-    r = subprocess.run(_study_cmd(out), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 1
-    assert "FAILED retinanet_mnv2_fpn seed 1" in r.stderr and "model_0000001.pth" in r.stderr  # the log's tail
-    assert "1 run(s) failed: retinanet_mnv2_fpn seed 1" in r.stderr
+    assert _study_main(_study_cmd(out)[2:]) == 1
+    err = capfd.readouterr().err
+    assert "FAILED retinanet_mnv2_fpn seed 1" in err and "model_0000001.pth" in err  # the log's tail
+    assert "1 run(s) failed: retinanet_mnv2_fpn seed 1" in err
     for d in _run_dirs(out):
         if d != str(bad):
             assert json.load(open(os.path.join(d, "eval_results.json")))["iterations_trained"] == 6
