@@ -187,3 +187,23 @@ def test_voc_configs_follow_detectron2_voc_settings():
     assert sched(50 / 18000) < 1.0 and sched(0.5) == 1.0
     assert sched(13000 / 18000) == pytest.approx(0.1) and sched(17000 / 18000) == pytest.approx(0.01)
     assert cfg.dataloader.train.mapper.augmentations[0].short_edge_length[0] == 480
+
+
+def test_setup_cfg_lists_every_package():
+    """A non-editable `pip install .` installs only the packages setup.cfg names: every folder with an
+    __init__.py under detkit/ and the two projects must be there (detkit.study and
+    detkit.benchmark were missing)."""
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(os.path.join(REPO_ROOT, "setup.cfg"))
+    listed = set(setup["options"]["packages"].split())
+    roots = {"detkit": "detkit", "clean_anchors": "projects/CleanAnchors/clean_anchors", "swn": "projects/SWN/swn"}
+    on_disk = set()
+    for name, folder in roots.items():
+        top = os.path.join(REPO_ROOT, folder)
+        for here, _, files in os.walk(top):
+            if "__init__.py" in files:
+                rel = os.path.relpath(here, top)
+                on_disk.add(name if rel == "." else name + "." + rel.replace(os.sep, "."))
+    assert on_disk - listed == set()
