@@ -19,12 +19,13 @@ where the paper is silent:
 * the Pearson correlation is computed on the top-fraction set (as the paper), and is also given
   over all predictions of each set (``pearson_all``).
 """
-import contextlib
 import copy
 import math
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
+
+from ..modeling.nms_inference import detections_before_nms
 
 __all__ = [
     "analyze_checkpoint",
@@ -32,7 +33,6 @@ __all__ = [
     "detections_with_gt_iou",
     "empty_result_notes",
     "gt_boxes_and_classes",
-    "inference_overrides",
     "iou_with_matched_gt",
     "pearson",
     "score_threshold_of",
@@ -132,25 +132,6 @@ def gt_boxes_and_classes(dataset_dict: Dict):
     )
 
 
-@contextlib.contextmanager
-def inference_overrides(model, **attributes):
-    """Temporarily set attributes of ``model`` (e.g. ``test_nms_thresh=1.0``); each must exist."""
-    missing = [k for k in attributes if not hasattr(model, k)]
-    if missing:
-        raise AttributeError(
-            f"{type(model).__name__} has no attribute(s) {missing}: the confidence/IoU analysis needs a "
-            "dense detector with RetinaNet's inference settings (test_nms_thresh, max_detections_per_image)"
-        )
-    old = {k: getattr(model, k) for k in attributes}
-    try:
-        for k, v in attributes.items():
-            setattr(model, k, v)
-        yield model
-    finally:
-        for k, v in old.items():
-            setattr(model, k, v)
-
-
 def detections_with_gt_iou(model, dataset_dicts: Iterable[Dict], mapper, class_aware: bool = True) -> List:
     """Run ``model`` (eval mode, no grad, one image at a time) on each dataset dict and return its
     detections (``Instances`` on the CPU, original image coordinates) with an extra field
@@ -173,12 +154,6 @@ def detections_with_gt_iou(model, dataset_dicts: Iterable[Dict], mapper, class_a
     return out
 
 
-#: NMS IoU threshold that suppresses nothing (torchvision drops a box only if its IoU > threshold).
-NO_SUPPRESSION_IOU = 1.0
-#: Per-image detection limit large enough to keep every candidate.
-NO_LIMIT = 10**9
-
-
 def confidence_iou_analysis(
     model,
     dataset_dicts: Sequence[Dict],
@@ -194,7 +169,7 @@ def confidence_iou_analysis(
         :func:`top_fraction_stats` dicts; with ``return_detections`` also ``"detections"``:
         ``{"before_nms": [Instances], "after_nms": [Instances]}`` per image.
     """
-    with inference_overrides(model, test_nms_thresh=NO_SUPPRESSION_IOU, max_detections_per_image=NO_LIMIT):
+    with detections_before_nms(model):  # every NMS candidate: NMS IoU 1.0, no per-image cap
         before = detections_with_gt_iou(model, dataset_dicts, mapper, class_aware)
     after = detections_with_gt_iou(model, dataset_dicts, mapper, class_aware)
     result = {"images": len(dataset_dicts), "top_fraction": top_fraction, "class_aware": class_aware}
