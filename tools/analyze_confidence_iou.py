@@ -24,11 +24,6 @@ Prints a Markdown table; --json writes all numbers.
 import argparse
 import json
 import os
-import sys
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 
 def parse_checkpoints(specs):

@@ -16,8 +16,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from detkit.modeling.convert import torchvision_resnet_to_detectron2, unwrap_state_dict  # noqa: E402
+from detkit.modeling.convert import torchvision_resnet_to_detectron2, unwrap_state_dict
 
 
 def main(argv=None):

@@ -13,12 +13,7 @@ arguments, and train.init_checkpoint=OUTPUT. Evaluate it with
 (Detectron2's tools/deploy/export_model.py). See detkit/export.py.
 """
 import argparse
-import os
 import sys
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 
 def main(argv=None) -> int:

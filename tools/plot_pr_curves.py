@@ -11,12 +11,6 @@ objects (IoU 0.5:0.95, maxDet 100); maxDet 1 / 10 / 100 (IoU 0.5:0.95, all sizes
 panel. Prints the AP (%, the mean precision of each curve) per panel and run.
 """
 import argparse
-import os
-import sys
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 
 def panel_ap_table(runs) -> str:
