@@ -109,15 +109,8 @@ def crop_boxes(
         (M, 4) kept boxes clipped and shifted to tile coordinates, and (M,) their indices in ``boxes``.
     """
     x0, y0, x1, y1 = window
-    clipped = np.stack(
-        [
-            boxes[:, 0].clip(x0, x1),
-            boxes[:, 1].clip(y0, y1),
-            boxes[:, 2].clip(x0, x1),
-            boxes[:, 3].clip(y0, y1),
-        ],
-        axis=1,
-    )
+    lo, hi = np.array([x0, y0, x0, y0], boxes.dtype), np.array([x1, y1, x1, y1], boxes.dtype)
+    clipped = boxes.clip(lo, hi)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
     keep = np.nonzero((inside > 0) & (inside >= min_visible * area))[0]

@@ -59,7 +59,6 @@ __all__ = [
     "TrainingRNG",
     "capture_rng_state",
     "describe_images",
-    "nonfinite_loss_terms",
     "restore_rng_state",
 ]
 
@@ -76,14 +75,6 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # ------------------------------------------------------------------------------ loss checking
-
-
-def nonfinite_loss_terms(loss_dict: Mapping[str, torch.Tensor]) -> List[str]:
-    """Names of the terms of ``loss_dict`` that hold a NaN or an infinity (one sync)."""
-    if not loss_dict:
-        return []
-    flags = torch.stack([~torch.isfinite(v.detach()).all() for v in loss_dict.values()])
-    return [k for k, bad in zip(loss_dict, flags.tolist()) if bad]
 
 
 def describe_images(batch: Sequence[Any]) -> List[str]:
