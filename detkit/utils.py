@@ -1,5 +1,6 @@
 """Small helpers shared by the engine, the data preparation and the tools."""
 import glob
+import hashlib
 import json
 import os
 import sys
@@ -9,7 +10,7 @@ from typing import IO, Any, Callable, Iterable
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-__all__ = ["atomic_write", "write_json", "unwrap_model", "run_tool"]
+__all__ = ["atomic_write", "write_json", "file_sha256", "unwrap_model", "run_tool"]
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], Any], remove_stale: bool = True) -> None:
@@ -56,6 +57,15 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any], remove_stale: boo
 def write_json(obj: Any, path: str, remove_stale: bool = True, **dump_kwargs) -> None:
     """``json.dump(obj)`` into ``path`` through :func:`atomic_write` (readers never see half a file)."""
     atomic_write(path, lambda f: f.write(json.dumps(obj, **dump_kwargs).encode("utf-8")), remove_stale=remove_stale)
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of the bytes of ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

@@ -9,6 +9,7 @@ from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling.backbone import FPN
 from detectron2.structures import ImageList
 from detkit.modeling import mobilenet
+from detkit.utils import file_sha256
 from detkit.modeling.mobilenet import (
     IMAGENET_RGB_MEAN,
     IMAGENET_RGB_STD,
@@ -37,7 +38,7 @@ def _torchvision_key(key):
 def test_weights_file_is_found_and_verified():
     path = imagenet_weights_path()
     assert path.endswith("mobilenet_v2-b0353104.pth")
-    assert mobilenet._sha256(path) == mobilenet.WEIGHTS_SHA256
+    assert file_sha256(path) == mobilenet.WEIGHTS_SHA256
 
 
 def test_missing_package_error_says_how_to_install(monkeypatch):

@@ -12,7 +12,6 @@ Files written into ``train.output_dir``:
   a checkpoint into its training folder never replaces the training run's record.
 """
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -24,22 +23,13 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..utils import write_json
+from ..utils import file_sha256, write_json
 
 PROVENANCE_FILE = "provenance.json"
 EVAL_PROVENANCE_FILE = "provenance_eval.json"
 
 # The checkout whose commit is recorded: the one this package lives in.
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of the bytes of ``path``."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _git(args: List[str], cwd: str) -> Optional[str]:

@@ -9,7 +9,6 @@ Images must be fed as RGB and normalised like torchvision's ImageNet models, e.g
     model.pixel_mean = IMAGENET_RGB_MEAN
     model.pixel_std = IMAGENET_RGB_STD
 """
-import hashlib
 import importlib.util
 import os
 from typing import Dict, Optional, Sequence
@@ -18,9 +17,11 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
+from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
+
+from ..utils import file_sha256
 
 __all__ = [
     "IMAGENET_RGB_MEAN",
@@ -88,14 +89,6 @@ def imagenet_weights_path() -> str:
     )
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_imagenet_state_dict(
     path: Optional[str] = None, verify: bool = True
 ) -> Dict[str, torch.Tensor]:
@@ -111,7 +104,7 @@ def load_imagenet_state_dict(
     """
     path = path or imagenet_weights_path()
     if verify:
-        actual = _sha256(path)
+        actual = file_sha256(path)
         if actual != WEIGHTS_SHA256:
             raise ValueError(
                 f"MobileNetV2 ImageNet weights {path} have SHA-256 {actual}, expected "
